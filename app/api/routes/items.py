@@ -1,0 +1,106 @@
+"""Items: synchronous CRUD straight to MongoDB, single-item reads through the Redis cache."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, HTTPException, Query, Response, status
+from fastapi.exceptions import RequestValidationError
+from pymongo.errors import DuplicateKeyError
+
+from app import cache, item_store
+from app.core.config import get_settings
+from app.core.security import require_api_key, require_read_access
+from app.schemas import Item, ItemCreate, ItemPage, ItemUpdate, ObjectIdStr
+
+router = APIRouter(prefix="/api/items", tags=["items"])
+
+MAX_OFFSET = 10_000
+_ERRORS = {401: {"description": "Missing or invalid API key"}, 503: {"description": "MongoDB unavailable"}}
+
+
+def _conflict(name: str) -> HTTPException:
+    return HTTPException(status.HTTP_409_CONFLICT, detail=f"An item named {name!r} already exists.")
+
+
+def _not_found(item_id: str) -> HTTPException:
+    return HTTPException(status.HTTP_404_NOT_FOUND, detail=f"Item {item_id} not found.")
+
+
+@router.post(
+    "",
+    status_code=status.HTTP_201_CREATED,
+    response_model=Item,
+    dependencies=[Depends(require_api_key)],
+    responses={409: {"description": "Name already taken"}, **_ERRORS},
+)
+def create_item(body: ItemCreate, response: Response) -> dict:
+    try:
+        item = item_store.create(body.model_dump())
+    except DuplicateKeyError:
+        raise _conflict(body.name) from None
+    response.headers["Location"] = f"{router.prefix}/{item['id']}"
+    return item
+
+
+@router.get("", response_model=ItemPage, dependencies=[Depends(require_read_access)], responses=_ERRORS)
+def list_items(
+    limit: Annotated[int, Query(ge=1, le=get_settings().items_page_max, description="Page size.")] = 20,
+    offset: Annotated[int, Query(ge=0, le=MAX_OFFSET)] = 0,
+    tag: Annotated[str | None, Query(min_length=1, max_length=40, description="Only items with this tag.")] = None,
+    name_prefix: Annotated[str | None, Query(min_length=1, max_length=100)] = None,
+) -> dict:
+    """Newest first; ties broken by id, so pages are stable."""
+    items, total = item_store.page(item_store.item_filter(tag, name_prefix), limit, offset)
+    return {"items": items, "total": total, "limit": limit, "offset": offset}
+
+
+@router.get(
+    "/{item_id}",
+    response_model=Item,
+    dependencies=[Depends(require_read_access)],
+    responses={404: {"description": "No such item"}, **_ERRORS},
+)
+def get_item(item_id: ObjectIdStr, response: Response) -> dict:
+    item, cache_status = cache.get_or_load(item_id, lambda: item_store.get(item_id))
+    response.headers["X-Cache"] = cache_status
+    if item is None:
+        raise _not_found(item_id)
+    return item
+
+
+@router.patch(
+    "/{item_id}",
+    response_model=Item,
+    dependencies=[Depends(require_api_key)],
+    responses={404: {"description": "No such item"}, 409: {"description": "Name already taken"}, **_ERRORS},
+)
+def update_item(item_id: ObjectIdStr, body: ItemUpdate) -> dict:
+    fields = body.model_dump(exclude_unset=True)
+    if not fields:
+        raise RequestValidationError(
+            [{"type": "missing", "loc": ("body",), "msg": "Send at least one field to change.", "input": {}}]
+        )
+    try:
+        item = item_store.update(item_id, fields)
+    except DuplicateKeyError:
+        raise _conflict(fields["name"]) from None
+    finally:
+        cache.invalidate(item_id)
+    if item is None:
+        raise _not_found(item_id)
+    return item
+
+
+@router.delete(
+    "/{item_id}",
+    status_code=status.HTTP_204_NO_CONTENT,
+    dependencies=[Depends(require_api_key)],
+    responses={404: {"description": "No such item"}, **_ERRORS},
+)
+def delete_item(item_id: ObjectIdStr) -> Response:
+    deleted = item_store.delete(item_id)
+    cache.invalidate(item_id)
+    if not deleted:
+        raise _not_found(item_id)
+    return Response(status_code=status.HTTP_204_NO_CONTENT)

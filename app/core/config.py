@@ -1,0 +1,162 @@
+"""All configuration, read once from the environment (or `.env`) by pydantic-settings.
+
+Every variable is documented in `.env.example`. In production (`ENVIRONMENT=production`)
+the service refuses to start when a secret is empty or looks like a placeholder.
+"""
+
+from __future__ import annotations
+
+import functools
+import warnings
+from typing import Annotated, Literal
+from urllib.parse import urlsplit
+
+from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+# Values that someone copied from an example instead of generating a secret.
+PLACEHOLDER_SECRETS = frozenset(
+    {
+        "",
+        "changeme",
+        "change-me",
+        "changethis",
+        "password",
+        "secret",
+        "guest",
+        "admin",
+        "example",
+        "default",
+        "test",
+        "root",
+        "pass",
+        "123456",
+        "xxx",
+        "todo",
+    }
+)
+MIN_API_KEY_LENGTH = 32
+
+
+def _split_csv(value: object) -> object:
+    if isinstance(value, str):
+        return [part.strip() for part in value.split(",") if part.strip()]
+    return value
+
+
+def _url_password(url: str) -> str | None:
+    return urlsplit(url).password
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_file=".env", env_file_encoding="utf-8", extra="ignore")
+
+    environment: Literal["development", "test", "production"] = "development"
+    app_name: str = "microservices-api"
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+
+    # --- MongoDB -------------------------------------------------------------------------
+    mongo_url: str = "mongodb://127.0.0.1:27017"
+    mongo_db: str = "app"
+    mongo_min_pool_size: int = Field(10, ge=0, le=1000)
+    mongo_max_pool_size: int = Field(100, ge=1, le=1000)
+    # Budget for one database operation in the API (server selection included), so a down
+    # database answers 503 well inside 2 s instead of hanging a request.
+    mongo_timeout_ms: int = Field(1500, ge=100, le=60_000)
+    # Workers run longer queries (reports) and may wait longer.
+    mongo_worker_timeout_ms: int = Field(30_000, ge=100, le=600_000)
+
+    # --- Redis: read cache ---------------------------------------------------------------
+    redis_url: str = "redis://127.0.0.1:6379/0"
+    cache_enabled: bool = True
+    cache_ttl_seconds: int = Field(60, ge=1, le=3600)
+    # Socket timeout for cache calls: a slow Redis costs at most this per request.
+    cache_timeout_seconds: float = Field(0.25, gt=0, le=5)
+    # After a cache failure, skip Redis for this long instead of paying the timeout again.
+    cache_retry_after_seconds: float = Field(5.0, ge=0, le=300)
+
+    # --- Celery --------------------------------------------------------------------------
+    celery_broker_url: str = "amqp://127.0.0.1:5672//"
+    celery_result_backend: str = "redis://127.0.0.1:6379/1"
+    result_ttl_seconds: int = Field(3600, ge=60)
+    broker_timeout_seconds: float = Field(2.0, gt=0, le=30)
+    task_max_retries: int = Field(3, ge=0, le=20)
+    task_retry_backoff_seconds: int = Field(2, ge=1, le=600)
+    task_retry_backoff_max_seconds: int = Field(600, ge=1)
+    task_soft_time_limit_seconds: int = Field(300, ge=1)
+    task_time_limit_seconds: int = Field(330, ge=1)
+    # CPU work per iteration of the data-processing task (PBKDF2 rounds).
+    process_rounds_per_iteration: int = Field(20_000, ge=1, le=10_000_000)
+    # How long task records and report documents are kept before the daily cleanup removes them.
+    task_record_ttl_hours: int = Field(24, ge=1)
+    report_retention_days: int = Field(7, ge=1)
+    # Call-out task: only these hosts may be called (empty = call-outs disabled).
+    callout_allowed_hosts: Annotated[list[str], NoDecode] = []
+    callout_timeout_seconds: float = Field(5.0, gt=0, le=60)
+
+    # --- Celery beat ---------------------------------------------------------------------
+    cleanup_crontab: str = "0 2 * * *"
+    timezone: str = "UTC"
+    # The beat lock in Redis (RedBeat) keeps a second beat instance on standby.
+    beat_lock_timeout_seconds: int = Field(60, ge=5)
+
+    # --- HTTP ----------------------------------------------------------------------------
+    api_keys: Annotated[list[SecretStr], NoDecode] = []
+    auth_protect_reads: bool = False
+    max_body_bytes: int = Field(64 * 1024, ge=1024, le=16 * 1024 * 1024)
+    items_page_max: int = Field(100, ge=1, le=1000)
+
+    @field_validator("api_keys", "callout_allowed_hosts", mode="before")
+    @classmethod
+    def _csv(cls, value: object) -> object:
+        return _split_csv(value)
+
+    @field_validator("cleanup_crontab")
+    @classmethod
+    def _crontab_has_five_fields(cls, value: str) -> str:
+        if len(value.split()) != 5:
+            raise ValueError("must be a 5-field crontab expression such as '0 2 * * *'")
+        return value
+
+    @model_validator(mode="after")
+    def _check_consistency(self) -> Settings:
+        if self.mongo_min_pool_size > self.mongo_max_pool_size:
+            raise ValueError("MONGO_MIN_POOL_SIZE must not exceed MONGO_MAX_POOL_SIZE")
+        if self.task_soft_time_limit_seconds >= self.task_time_limit_seconds:
+            raise ValueError("TASK_SOFT_TIME_LIMIT_SECONDS must be below TASK_TIME_LIMIT_SECONDS")
+        # Redis evicts the keys nearest to expiry first (volatile-ttl): cache entries must
+        # live much shorter than task results so that they are always evicted first.
+        if self.cache_ttl_seconds * 4 > self.result_ttl_seconds:
+            raise ValueError("CACHE_TTL_SECONDS must be at most a quarter of RESULT_TTL_SECONDS")
+        problems = self.secret_problems()
+        if problems:
+            message = "insecure configuration: " + "; ".join(problems)
+            if self.environment == "production":
+                raise ValueError(message + " (refusing to start with ENVIRONMENT=production)")
+            warnings.warn(message, stacklevel=2)
+        return self
+
+    def secret_problems(self) -> list[str]:
+        """Secrets that are missing or look like placeholders, one message per variable."""
+        problems = []
+        if not self.api_keys:
+            problems.append("API_KEYS is empty; generate one with `make env`")
+        for key in self.api_keys:
+            raw = key.get_secret_value()
+            if raw.lower() in PLACEHOLDER_SECRETS or len(raw) < MIN_API_KEY_LENGTH:
+                problems.append(f"API_KEYS holds a key shorter than {MIN_API_KEY_LENGTH} characters or a placeholder")
+                break
+        for name in ("mongo_url", "redis_url", "celery_broker_url", "celery_result_backend"):
+            password = _url_password(getattr(self, name))
+            if password is None or password.lower() in PLACEHOLDER_SECRETS:
+                problems.append(f"{name.upper()} has no password or a placeholder one")
+        return problems
+
+    @property
+    def api_key_values(self) -> list[str]:
+        return [key.get_secret_value() for key in self.api_keys]
+
+
+@functools.lru_cache
+def get_settings() -> Settings:
+    return Settings()

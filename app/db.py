@@ -1,0 +1,100 @@
+"""MongoDB: one pooled client per process, the collections, and their indexes.
+
+pymongo clients must not cross a fork, and both gunicorn and Celery's prefork pool fork
+after import; the client is therefore created lazily and re-created when the pid changes.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+
+import pymongo
+from pymongo.collection import Collection
+from pymongo.database import Database
+
+from app.core.config import get_settings
+
+log = logging.getLogger(__name__)
+
+ITEMS = "items"
+TASKS = "tasks"
+REPORTS = "reports"
+MAINTENANCE = "maintenance_runs"
+
+_lock = threading.Lock()
+_client: pymongo.MongoClient | None = None
+_client_pid: int | None = None
+_indexes_ready = False
+
+# Set by the Celery worker at start-up: workers allow longer operations than the API.
+_role = "api"
+
+
+def set_role(role: str) -> None:
+    global _role
+    _role = role
+
+
+def get_client() -> pymongo.MongoClient:
+    global _client, _client_pid, _indexes_ready
+    pid = os.getpid()
+    if _client is not None and _client_pid == pid:
+        return _client
+    with _lock:
+        if _client is None or _client_pid != pid:
+            settings = get_settings()
+            timeout_ms = settings.mongo_timeout_ms if _role == "api" else settings.mongo_worker_timeout_ms
+            _client = pymongo.MongoClient(
+                settings.mongo_url,
+                minPoolSize=settings.mongo_min_pool_size,
+                maxPoolSize=settings.mongo_max_pool_size,
+                # timeoutMS bounds every operation end to end (server selection included).
+                timeoutMS=timeout_ms,
+                serverSelectionTimeoutMS=min(timeout_ms, settings.mongo_timeout_ms),
+                connectTimeoutMS=min(timeout_ms, 2000),
+                appname=f"{settings.app_name}-{_role}",
+                tz_aware=True,
+                retryWrites=True,
+            )
+            _client_pid = pid
+            _indexes_ready = False
+    return _client
+
+
+def close_client() -> None:
+    global _client, _client_pid
+    with _lock:
+        if _client is not None and _client_pid == os.getpid():
+            _client.close()
+        _client = None
+        _client_pid = None
+
+
+def get_db() -> Database:
+    return get_client()[get_settings().mongo_db]
+
+
+def collection(name: str) -> Collection:
+    ensure_indexes()
+    return get_db()[name]
+
+
+def ensure_indexes() -> None:
+    """Create the indexes once per process; safe to call on every request.
+
+    If MongoDB is down when the process starts, this raises and the next call tries again,
+    so the unique constraint on item names is in place before the first write succeeds.
+    """
+    global _indexes_ready
+    if _indexes_ready:
+        return
+    db = get_db()
+    db[ITEMS].create_index("name", unique=True, name="name_unique")
+    db[ITEMS].create_index([("created_at", pymongo.DESCENDING), ("_id", pymongo.DESCENDING)], name="created_desc")
+    db[ITEMS].create_index("tags", name="tags")
+    db[TASKS].create_index("expires_at", name="expires_at")
+    db[REPORTS].create_index("created_at", name="created_at")
+    _indexes_ready = True
+    log.info("mongodb indexes ensured", extra={"database": db.name})

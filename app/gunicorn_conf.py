@@ -1,0 +1,56 @@
+"""Gunicorn settings: `gunicorn -c python:app.gunicorn_conf app.main:app`.
+
+Tunables come from the environment (documented in `.env.example`): BIND, WEB_CONCURRENCY,
+GUNICORN_TIMEOUT, GUNICORN_GRACEFUL_TIMEOUT, GUNICORN_KEEPALIVE, GUNICORN_MAX_REQUESTS,
+GUNICORN_MAX_REQUESTS_JITTER, PROMETHEUS_MULTIPROC_DIR, LOG_LEVEL.
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+import tempfile
+
+# prometheus-client reads PROMETHEUS_MULTIPROC_DIR when first imported, so it is set here,
+# in the master, before any worker imports the app.
+os.environ.setdefault("PROMETHEUS_MULTIPROC_DIR", os.path.join(tempfile.gettempdir(), f"prometheus-{os.getpid()}"))
+
+from prometheus_client import multiprocess  # noqa: E402
+
+from app.core.logging import logging_config  # noqa: E402
+
+
+def _int(name: str, default: int) -> int:
+    return int(os.environ.get(name, default))
+
+
+bind = os.environ.get("BIND", "0.0.0.0:8000")
+worker_class = "uvicorn_worker.UvicornWorker"
+# Endpoints block on MongoDB in a thread pool, so a worker per core plus one keeps the
+# cores busy while others wait on I/O; cap it for large hosts, override with WEB_CONCURRENCY.
+workers = _int("WEB_CONCURRENCY", min(2 * (os.cpu_count() or 1) + 1, 16))
+timeout = _int("GUNICORN_TIMEOUT", 60)
+graceful_timeout = _int("GUNICORN_GRACEFUL_TIMEOUT", 30)
+# Longer than nginx's upstream keepalive_timeout, so nginx closes idle connections first.
+keepalive = _int("GUNICORN_KEEPALIVE", 75)
+# Recycle workers now and then (memory growth), staggered so they never restart together.
+max_requests = _int("GUNICORN_MAX_REQUESTS", 10_000)
+max_requests_jitter = _int("GUNICORN_MAX_REQUESTS_JITTER", 1_000)
+worker_tmp_dir = "/dev/shm" if os.path.isdir("/dev/shm") else None
+forwarded_allow_ips = os.environ.get("FORWARDED_ALLOW_IPS", "127.0.0.1")
+proxy_allow_ips = forwarded_allow_ips
+# The JSON access log comes from the app (with request id and route template).
+accesslog = None
+errorlog = "-"
+logconfig_dict = logging_config(os.environ.get("LOG_LEVEL", "INFO"))
+
+
+def on_starting(server: object) -> None:
+    path = os.environ["PROMETHEUS_MULTIPROC_DIR"]
+    os.makedirs(path, exist_ok=True)
+    for stale in glob.glob(os.path.join(path, "*.db")):  # a previous run's counts
+        os.remove(stale)
+
+
+def child_exit(server: object, worker: object) -> None:
+    multiprocess.mark_process_dead(worker.pid)

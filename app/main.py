@@ -1,0 +1,48 @@
+"""The FastAPI application: `gunicorn -c python:app.gunicorn_conf app.main:app`."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+from pymongo.errors import PyMongoError
+
+from app import __version__, db, errors
+from app.api.routes import health, items, metrics, tasks
+from app.core.config import get_settings
+from app.core.logging import configure_logging
+from app.middleware import RequestContextMiddleware
+
+log = logging.getLogger(__name__)
+
+
+@asynccontextmanager
+async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+    try:
+        db.ensure_indexes()
+    except PyMongoError as exc:
+        # Start anyway: readiness reports MongoDB, and the indexes are created on first use.
+        log.warning("mongodb not reachable at start-up", extra={"error": str(exc)[:300]})
+    yield
+    db.close_client()
+
+
+def create_app() -> FastAPI:
+    settings = get_settings()
+    configure_logging(settings.log_level)
+    app = FastAPI(
+        title="Microservices API",
+        version=__version__,
+        description="Items on MongoDB (synchronous) and background tasks on Celery (asynchronous).",
+        lifespan=lifespan,
+    )
+    errors.install(app)
+    app.add_middleware(RequestContextMiddleware, max_body_bytes=settings.max_body_bytes)
+    for module in (health, items, tasks, metrics):
+        app.include_router(module.router)
+    return app
+
+
+app = create_app()

@@ -1,0 +1,108 @@
+"""One pure-ASGI middleware for what every request needs: a request id, a body-size limit,
+metrics and a JSON access log line. Pure ASGI keeps streaming responses unbuffered.
+
+The body limit is ours rather than FastAPI's `max_body_size` because that one answers an
+oversized Content-Length with a plain-text 413, and every error here is JSON.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import time
+import uuid
+
+from fastapi import HTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from app import metrics
+from app.core.logging import request_id_var
+
+access_log = logging.getLogger("app.access")
+
+REQUEST_ID_HEADER = b"x-request-id"
+# An incoming id is kept only if it is short and plain, so it is safe in logs and headers.
+_VALID_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:\-]{1,128}$")
+
+
+class BodyTooLarge(HTTPException):
+    """Raised while a body streams in; FastAPI's handler answers it as a JSON 413."""
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(413, detail=f"Request body is larger than the limit of {limit} bytes.")
+
+
+class RequestContextMiddleware:
+    def __init__(self, app: ASGIApp, max_body_bytes: int) -> None:
+        self.app = app
+        self.max_body_bytes = max_body_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+
+        headers = dict(scope["headers"])
+        incoming = headers.get(REQUEST_ID_HEADER, b"").decode("latin-1")
+        request_id = incoming if _VALID_REQUEST_ID.match(incoming) else uuid.uuid4().hex
+        token = request_id_var.set(request_id)
+        started = time.perf_counter()
+        status = 500
+
+        async def send_with_request_id(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                message["headers"] = [*message.get("headers", []), (REQUEST_ID_HEADER, request_id.encode())]
+            await send(message)
+
+        received = 0
+
+        async def receive_with_limit() -> Message:
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > self.max_body_bytes:
+                    raise BodyTooLarge(self.max_body_bytes)
+            return message
+
+        try:
+            declared = headers.get(b"content-length", b"")
+            if declared.isdigit() and int(declared) > self.max_body_bytes:
+                await self._reject(BodyTooLarge(self.max_body_bytes), send_with_request_id)
+            else:
+                await self.app(scope, receive_with_limit, send_with_request_id)
+        finally:
+            elapsed = time.perf_counter() - started
+            # The route template, not the path, keeps the label set small.
+            template = getattr(scope.get("route"), "path", None) or "unmatched"
+            method = scope["method"]
+            metrics.HTTP_REQUESTS.labels(route=template, method=method, status=str(status)).inc()
+            metrics.HTTP_LATENCY.labels(route=template, method=method).observe(elapsed)
+            access_log.info(
+                "request",
+                extra={
+                    "method": method,
+                    "path": scope["path"],
+                    "route": template,
+                    "status": status,
+                    "duration_ms": round(elapsed * 1000, 2),
+                    "client": (scope.get("client") or ("-",))[0],
+                    "user_agent": headers.get(b"user-agent", b"").decode("latin-1"),
+                },
+            )
+            request_id_var.reset(token)
+
+    @staticmethod
+    async def _reject(error: HTTPException, send: Send) -> None:
+        body = json.dumps({"detail": error.detail}).encode()
+        await send(
+            {
+                "type": "http.response.start",
+                "status": error.status_code,
+                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())],
+            }
+        )
+        await send({"type": "http.response.body", "body": body})

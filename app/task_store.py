@@ -1,0 +1,133 @@
+"""Task records: which task ids this system issued, and how each one ended.
+
+Every submitted task gets a record in MongoDB before its message is published, so an id
+the system never issued is unknown (404) rather than an eternal PENDING. Live state and
+progress come from Celery's result backend (Redis, one hour); the final outcome is also
+written to the record, which keeps it readable for `TASK_RECORD_TTL_HOURS` after the
+Redis result expired and while Redis is down.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import redis
+from celery.result import AsyncResult
+from pymongo import ReturnDocument
+
+from app import db
+from app.core.config import get_settings
+
+FINAL_STATES = frozenset({"SUCCESS", "FAILURE", "REVOKED"})
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+def issue(task_id: str, kind: str, queue: str) -> None:
+    now = _now()
+    expires_at = now + timedelta(hours=get_settings().task_record_ttl_hours)
+    db.collection(db.TASKS).insert_one(
+        {
+            "_id": task_id,
+            "kind": kind,
+            "queue": queue,
+            "state": "PENDING",
+            "retries": 0,
+            "submitted_at": now,
+            "expires_at": expires_at,
+        }
+    )
+
+
+def discard(task_id: str) -> None:
+    """Forget a record whose message could not be published."""
+    db.collection(db.TASKS).delete_one({"_id": task_id})
+
+
+def get(task_id: str) -> dict[str, Any] | None:
+    return db.collection(db.TASKS).find_one({"_id": task_id})
+
+
+def record_retry(task_id: str, retries: int, error: dict[str, str]) -> None:
+    db.collection(db.TASKS).update_one(
+        {"_id": task_id, "state": {"$nin": list(FINAL_STATES)}},
+        {"$set": {"state": "RETRY", "retries": retries, "error": error}},
+    )
+
+
+def finish(task_id: str, state: str, result: Any = None, error: dict[str, str] | None = None) -> None:
+    # A revoked record stays revoked even if the task managed to finish.
+    db.collection(db.TASKS).update_one(
+        {"_id": task_id, "state": {"$ne": "REVOKED"}},
+        {"$set": {"state": state, "result": result, "error": error, "finished_at": _now()}},
+    )
+
+
+def mark_revoked(task_id: str) -> dict[str, Any] | None:
+    """Mark an unfinished task revoked; returns the updated record, or None if it already finished."""
+    return db.collection(db.TASKS).find_one_and_update(
+        {"_id": task_id, "state": {"$nin": list(FINAL_STATES)}},
+        {"$set": {"state": "REVOKED", "finished_at": _now()}},
+        return_document=ReturnDocument.AFTER,
+    )
+
+
+def is_revoked(task_id: str) -> bool:
+    return db.collection(db.TASKS).count_documents({"_id": task_id, "state": "REVOKED"}, limit=1) > 0
+
+
+def error_of(exc: BaseException | Any) -> dict[str, str]:
+    if isinstance(exc, BaseException):
+        return {"type": type(exc).__name__, "message": str(exc)}
+    return {"type": "Error", "message": str(exc)}
+
+
+def _progress(state: str, info: Any) -> dict[str, Any] | None:
+    if state == "PROGRESS" and isinstance(info, dict) and "total" in info:
+        return {key: info[key] for key in ("current", "total", "percent")}
+    if state == "STARTED":
+        return {"current": 0, "total": 0, "percent": 0.0}
+    return None
+
+
+def _done(result: Any) -> dict[str, Any]:
+    total = result.get("iterations", 1) if isinstance(result, dict) else 1
+    return {"current": total, "total": total, "percent": 100.0}
+
+
+def status(record: dict[str, Any]) -> dict[str, Any]:
+    """The task's current state: live from Celery's results, else from the record."""
+    task_id = record["_id"]
+    view = {
+        "task_id": task_id,
+        "kind": record["kind"],
+        "state": record["state"],
+        "progress": None,
+        "result": record.get("result"),
+        "error": record.get("error"),
+        "retries": record.get("retries", 0),
+        "submitted_at": record["submitted_at"],
+        "finished_at": record.get("finished_at"),
+    }
+    if record["state"] in FINAL_STATES:
+        if record["state"] == "SUCCESS":
+            view["progress"] = _done(view["result"])
+        return view
+    try:
+        live = AsyncResult(task_id)
+        state, info = live.state, live.info
+    except (redis.RedisError, OSError):
+        return view  # Redis is down: the record's last known state is the best answer.
+    if state == "PENDING":
+        return view  # queued (or its live result expired): the record is authoritative
+    view["state"] = state
+    view["progress"] = _progress(state, info)
+    if state == "SUCCESS":
+        view["result"] = info
+        view["progress"] = _done(info)
+    elif state in ("FAILURE", "RETRY"):
+        view["error"] = error_of(info)
+    return view

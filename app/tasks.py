@@ -1,0 +1,174 @@
+"""The background tasks.
+
+- `process_data` (heavy queue): CPU-bound processing that reports progress per iteration.
+- `generate_report` (default queue): aggregates items in MongoDB and stores a report document.
+- `notify` (default queue): POSTs to an allowed URL; transient failures are retried with
+  exponential backoff and jitter.
+- `cleanup` (daily, from beat): removes expired task records and what the tasks left behind.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import time
+from datetime import UTC, datetime, timedelta
+from typing import Any
+from urllib.parse import urlsplit
+
+import httpx
+from celery import Task, states
+from celery.exceptions import Ignore, SoftTimeLimitExceeded
+from pymongo.errors import ConnectionFailure, PyMongoError
+
+from app import db, item_store, task_store
+from app.celery_app import HEAVY_QUEUE, celery_app
+from app.core.config import get_settings
+
+log = logging.getLogger(__name__)
+settings = get_settings()
+
+PROCESS_SALT = b"app.tasks.process_data"
+PROGRESS_INTERVAL_SECONDS = 0.2
+CLEANUP_BATCH = 1000
+CLEANUP_MAX_BATCHES = 100
+
+RETRY_OPTIONS: dict[str, Any] = {
+    "max_retries": settings.task_max_retries,
+    "retry_backoff": settings.task_retry_backoff_seconds,
+    "retry_backoff_max": settings.task_retry_backoff_max_seconds,
+    "retry_jitter": True,
+}
+
+
+class TransientCalloutError(Exception):
+    """The remote end failed in a way that may pass (5xx, 408, 429, network)."""
+
+
+class PermanentCalloutError(Exception):
+    """The remote end refused the call (4xx); retrying will not help."""
+
+
+class RecordedTask(Task):
+    """Skips revoked tasks, and writes retries and the final outcome to the task's record."""
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        # Workers only remember revokes broadcast while they were up; the record is durable.
+        if self.request.id and task_store.is_revoked(self.request.id):
+            log.info("skipping revoked task")
+            raise Ignore()
+        return super().__call__(*args, **kwargs)
+
+    def on_retry(self, exc: BaseException, task_id: str, args: Any, kwargs: Any, einfo: Any) -> None:
+        try:
+            task_store.record_retry(task_id, self.request.retries + 1, task_store.error_of(exc))
+        except PyMongoError:
+            log.warning("could not record retry", exc_info=True)
+
+    def after_return(self, status: str, retval: Any, task_id: str, args: Any, kwargs: Any, einfo: Any) -> None:
+        if status not in (states.SUCCESS, states.FAILURE):
+            return
+        try:
+            if status == states.SUCCESS:
+                task_store.finish(task_id, status, result=retval)
+            else:
+                task_store.finish(task_id, status, error=task_store.error_of(retval))
+        except PyMongoError:
+            # The Redis result still holds the outcome for RESULT_TTL_SECONDS.
+            log.warning("could not record the outcome", exc_info=True)
+
+
+def canonical_bytes(data: Any) -> bytes:
+    return json.dumps(data, sort_keys=True, separators=(",", ":")).encode()
+
+
+@celery_app.task(bind=True, base=RecordedTask, name="app.tasks.process_data", queue=HEAVY_QUEUE)
+def process_data(self: RecordedTask, data: Any, iterations: int) -> dict[str, Any]:
+    """Chain `iterations` rounds of PBKDF2-SHA256 over the canonical JSON of `data`."""
+    rounds = settings.process_rounds_per_iteration
+    payload = canonical_bytes(data)
+    digest = hashlib.sha256(payload).digest()
+    last_report = 0.0
+    try:
+        for done in range(1, iterations + 1):
+            digest = hashlib.pbkdf2_hmac("sha256", digest, PROCESS_SALT, rounds)
+            now = time.monotonic()
+            if now - last_report >= PROGRESS_INTERVAL_SECONDS or done == iterations:
+                last_report = now
+                self.update_state(
+                    state="PROGRESS",
+                    meta={"current": done, "total": iterations, "percent": round(100 * done / iterations, 1)},
+                )
+    except SoftTimeLimitExceeded as exc:
+        raise SoftTimeLimitExceeded(f"stopped after the soft time limit at iteration {done} of {iterations}") from exc
+    return {"iterations": iterations, "rounds_per_iteration": rounds, "bytes": len(payload), "sha256": digest.hex()}
+
+
+@celery_app.task(
+    bind=True, base=RecordedTask, name="app.tasks.generate_report", autoretry_for=(ConnectionFailure,), **RETRY_OPTIONS
+)
+def generate_report(self: RecordedTask, tag: str | None = None, name_prefix: str | None = None) -> dict[str, Any]:
+    """Aggregate the matching items and store the report; a redelivery overwrites, never duplicates."""
+    summary = item_store.report(item_store.item_filter(tag, name_prefix))
+    document = {
+        "_id": self.request.id,
+        "filter": {"tag": tag, "name_prefix": name_prefix},
+        "created_at": datetime.now(UTC),
+        **summary,
+    }
+    db.collection(db.REPORTS).replace_one({"_id": self.request.id}, document, upsert=True)
+    return {"report_id": self.request.id, "items": summary["items"]}
+
+
+def callout_allowed(url: str) -> bool:
+    host = (urlsplit(url).hostname or "").lower()
+    return host in {h.lower() for h in settings.callout_allowed_hosts}
+
+
+@celery_app.task(
+    bind=True,
+    base=RecordedTask,
+    name="app.tasks.notify",
+    autoretry_for=(TransientCalloutError, httpx.TransportError),
+    **RETRY_OPTIONS,
+)
+def notify(self: RecordedTask, url: str, payload: dict[str, Any]) -> dict[str, Any]:
+    """POST `payload` to `url`; the task id is sent as Idempotency-Key so retries are safe."""
+    if not callout_allowed(url):
+        raise PermanentCalloutError(f"host of {url} is not in CALLOUT_ALLOWED_HOSTS")
+    attempt = self.request.retries + 1
+    response = httpx.post(
+        url,
+        json=payload,
+        timeout=settings.callout_timeout_seconds,
+        follow_redirects=False,
+        headers={"Idempotency-Key": self.request.id, "X-Attempt": str(attempt)},
+    )
+    if response.status_code >= 500 or response.status_code in (408, 429):
+        raise TransientCalloutError(f"HTTP {response.status_code} from {url} (attempt {attempt})")
+    if response.status_code >= 400:
+        raise PermanentCalloutError(f"HTTP {response.status_code} from {url}")
+    return {"status_code": response.status_code, "attempts": attempt}
+
+
+@celery_app.task(name="app.tasks.cleanup", autoretry_for=(ConnectionFailure,), **RETRY_OPTIONS)
+def cleanup() -> dict[str, int]:
+    """Remove expired task records with their Redis results, and reports past retention."""
+    now = datetime.now(UTC)
+    tasks = db.collection(db.TASKS)
+    backend = celery_app.backend
+    removed_tasks = removed_results = 0
+    for _ in range(CLEANUP_MAX_BATCHES):
+        ids = [doc["_id"] for doc in tasks.find({"expires_at": {"$lt": now}}, {"_id": 1}).limit(CLEANUP_BATCH)]
+        if not ids:
+            break
+        # Results normally expired after an hour already; delete any that did not.
+        removed_results += backend.client.delete(*(backend.get_key_for_task(task_id) for task_id in ids))
+        removed_tasks += tasks.delete_many({"_id": {"$in": ids}, "expires_at": {"$lt": now}}).deleted_count
+    cutoff = now - timedelta(days=settings.report_retention_days)
+    removed_reports = db.collection(db.REPORTS).delete_many({"created_at": {"$lt": cutoff}}).deleted_count
+    summary = {"tasks": removed_tasks, "results": removed_results, "reports": removed_reports}
+    db.collection(db.MAINTENANCE).insert_one({"at": now, "task": "cleanup", "removed": summary})
+    log.info("cleanup finished", extra={"removed": summary})
+    return summary

@@ -1,0 +1,426 @@
+"""Start the real servers the service needs, as local processes on chosen ports.
+
+Used by the test suite (each session gets its own ports, data and generated passwords),
+by `python -m devstack` (run the whole system locally) and by the benchmarks. Redis and
+RabbitMQ come from Debian packages; the MongoDB-protocol server is SecantusDB from PyPI.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+RABBITMQ_SERVER = "/usr/lib/rabbitmq/bin/rabbitmq-server"
+
+
+class ServerError(RuntimeError):
+    pass
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def port_open(port: int, host: str = "127.0.0.1") -> bool:
+    with socket.socket() as sock:
+        sock.settimeout(0.2)
+        return sock.connect_ex((host, port)) == 0
+
+
+def generate_secret() -> str:
+    return secrets.token_urlsafe(24)
+
+
+def wait_until(check: Callable[[], bool], timeout: float, what: str, interval: float = 0.1) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if check():
+                return
+        except Exception:  # noqa: BLE001 - not ready yet, whatever the reason
+            pass
+        time.sleep(interval)
+    raise ServerError(f"{what} not ready after {timeout:.0f}s")
+
+
+class Process:
+    """A server process in its own process group, logging to a file."""
+
+    name = "process"
+    ready_timeout = 30.0
+
+    def __init__(self, workdir: Path) -> None:
+        self.workdir = workdir
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self.log_path = workdir / f"{self.name}.log"
+        self.proc: subprocess.Popen | None = None
+
+    def command(self) -> list[str]:
+        raise NotImplementedError
+
+    def environment(self) -> dict[str, str]:
+        return dict(os.environ)
+
+    def ready(self) -> bool:
+        raise NotImplementedError
+
+    @property
+    def running(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def start(self, wait: bool = True) -> Process:
+        if self.running:
+            return self
+        log = open(self.log_path, "ab")  # noqa: SIM115 - handed to the child process
+        self.proc = subprocess.Popen(
+            self.command(),
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            env=self.environment(),
+            cwd=self.workdir,
+            start_new_session=True,
+        )
+        log.close()
+        if wait:
+            self.wait_ready()
+        return self
+
+    def wait_ready(self) -> None:
+        def check() -> bool:
+            if not self.running:
+                raise ServerError(f"{self.name} exited; see {self.log_path}:\n{self.tail()}")
+            return self.ready()
+
+        deadline = time.monotonic() + self.ready_timeout
+        while time.monotonic() < deadline:
+            try:
+                if check():
+                    return
+            except ServerError:
+                raise
+            except Exception:  # noqa: BLE001 - not ready yet
+                pass
+            time.sleep(0.1)
+        raise ServerError(f"{self.name} not ready after {self.ready_timeout:.0f}s; see {self.log_path}:\n{self.tail()}")
+
+    def signal(self, sig: int) -> None:
+        if self.running:
+            os.killpg(self.proc.pid, sig)
+
+    def stop(self, timeout: float = 20.0) -> None:
+        if not self.running:
+            return
+        self.signal(signal.SIGTERM)
+        try:
+            self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.kill()
+        self._reap_group()
+
+    def kill(self) -> None:
+        """SIGKILL the whole process group, as a crash or an OOM kill would."""
+        self.signal(signal.SIGKILL)
+        if self.proc is not None:
+            self.proc.wait(10)
+        self._reap_group()
+
+    def _reap_group(self) -> None:
+        # Children (pool processes) may outlive their parent briefly; make sure they are gone.
+        if self.proc is None:
+            return
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            try:
+                os.killpg(self.proc.pid, 0)
+            except ProcessLookupError:
+                return
+            time.sleep(0.1)
+        try:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+
+    def tail(self, lines: int = 30) -> str:
+        try:
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+        except FileNotFoundError:
+            return ""
+
+
+class RedisServer(Process):
+    name = "redis"
+
+    def __init__(
+        self, workdir: Path, port: int | None = None, password: str | None = None, maxmemory: str = "256mb"
+    ) -> None:
+        super().__init__(workdir)
+        self.port = port or free_port()
+        self.password = password or generate_secret()
+        self.maxmemory = maxmemory
+
+    def command(self) -> list[str]:
+        return [
+            shutil.which("redis-server") or "redis-server",
+            "--port",
+            str(self.port),
+            "--bind",
+            "127.0.0.1",
+            "--requirepass",
+            self.password,
+            "--dir",
+            str(self.workdir),
+            "--appendonly",
+            "yes",
+            "--save",
+            "",
+            "--maxmemory",
+            self.maxmemory,
+            # Evict the keys nearest to expiry first: cache entries (short TTL) go before
+            # task results (one hour); keys without a TTL (beat's schedule) are never evicted.
+            "--maxmemory-policy",
+            "volatile-ttl",
+        ]
+
+    def url(self, db: int = 0) -> str:
+        return f"redis://:{self.password}@127.0.0.1:{self.port}/{db}"
+
+    def client(self, db: int = 0):  # noqa: ANN201 - redis.Redis, imported lazily
+        import redis
+
+        return redis.Redis.from_url(self.url(db), socket_timeout=2)
+
+    def ready(self) -> bool:
+        return bool(self.client().ping())
+
+
+class RabbitMQServer(Process):
+    name = "rabbitmq"
+    ready_timeout = 60.0
+
+    def __init__(self, workdir: Path, port: int | None = None, user: str = "app", password: str | None = None) -> None:
+        super().__init__(workdir)
+        self.port = port or free_port()
+        self.dist_port = free_port()
+        self.user = user
+        self.password = password or generate_secret()
+        self.nodename = f"devstack{self.port}@localhost"
+
+    def environment(self) -> dict[str, str]:
+        config = self.workdir / "rabbitmq.conf"
+        config.write_text(
+            f"listeners.tcp.default = 127.0.0.1:{self.port}\n"
+            f"default_user = {self.user}\n"
+            f"default_pass = {self.password}\n"
+            "default_vhost = /\n"
+            "loopback_users = none\n"
+            "log.console = true\n"
+            "log.console.level = warning\n"
+            "log.file = false\n"
+        )
+        (self.workdir / "enabled_plugins").write_text("[].\n")
+        return {
+            **os.environ,
+            "HOME": str(self.workdir),  # the Erlang cookie lives here
+            "RABBITMQ_NODENAME": self.nodename,
+            "RABBITMQ_NODE_PORT": str(self.port),
+            "RABBITMQ_DIST_PORT": str(self.dist_port),
+            "RABBITMQ_CONFIG_FILE": str(config),
+            "RABBITMQ_ENABLED_PLUGINS_FILE": str(self.workdir / "enabled_plugins"),
+            "RABBITMQ_MNESIA_BASE": str(self.workdir / "mnesia"),
+            "RABBITMQ_LOG_BASE": str(self.workdir / "log"),
+            "RABBITMQ_PID_FILE": str(self.workdir / "rabbitmq.pid"),
+        }
+
+    def command(self) -> list[str]:
+        if not os.path.exists(RABBITMQ_SERVER):
+            raise ServerError("rabbitmq-server is not installed; run `make deps` (apt-get install rabbitmq-server)")
+        return [RABBITMQ_SERVER]
+
+    def url(self) -> str:
+        return f"amqp://{self.user}:{self.password}@127.0.0.1:{self.port}//"
+
+    def ready(self) -> bool:
+        import amqp
+
+        connection = amqp.Connection(
+            f"127.0.0.1:{self.port}", userid=self.user, password=self.password, connect_timeout=1
+        )
+        connection.connect()
+        connection.close()
+        return True
+
+
+class MongoServer(Process):
+    """SecantusDB with authentication: an admin user and a readWrite user for the app database."""
+
+    name = "mongo"
+
+    def __init__(
+        self, workdir: Path, port: int | None = None, database: str = "app", password: str | None = None
+    ) -> None:
+        super().__init__(workdir)
+        self.port = port or free_port()
+        self.database = database
+        self.user = "app"
+        self.password = password or generate_secret()
+        self._auth = (self.workdir / "users-created").exists()
+
+    def command(self) -> list[str]:
+        command = [
+            sys.executable,
+            "-m",
+            "secantus",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(self.port),
+            "--storage-path",
+            str(self.workdir / "data"),
+            "--log-level",
+            "WARNING",
+        ]
+        return command + (["--auth"] if self._auth else [])
+
+    def start(self, wait: bool = True) -> MongoServer:
+        if self.running:
+            return self
+        if not self._auth:
+            # SecantusDB, like mongod, creates users on an open server, then restarts with --auth.
+            super().start(wait=True)
+            import pymongo
+
+            with pymongo.MongoClient(f"mongodb://127.0.0.1:{self.port}", serverSelectionTimeoutMS=5000) as client:
+                client[self.database].command(
+                    "createUser", self.user, pwd=self.password, roles=[{"role": "readWrite", "db": self.database}]
+                )
+            self.stop()
+            (self.workdir / "users-created").write_text("")
+            self._auth = True
+        return super().start(wait=wait)
+
+    def url(self) -> str:
+        return f"mongodb://{self.user}:{self.password}@127.0.0.1:{self.port}/{self.database}?authSource={self.database}"
+
+    def ready(self) -> bool:
+        import pymongo
+
+        with pymongo.MongoClient(
+            self.url() if self._auth else f"mongodb://127.0.0.1:{self.port}", serverSelectionTimeoutMS=500
+        ) as client:
+            client[self.database].command("ping")
+        return True
+
+
+class AppProcess(Process):
+    """A process of the app itself (API, worker or beat) with the stack's environment."""
+
+    def __init__(self, workdir: Path, env: dict[str, str]) -> None:
+        super().__init__(workdir)
+        self.env = env
+
+    def environment(self) -> dict[str, str]:
+        pythonpath = os.pathsep.join(filter(None, [str(REPO_ROOT), os.environ.get("PYTHONPATH")]))
+        return {**os.environ, **self.env, "PYTHONPATH": pythonpath}
+
+
+class ApiServer(AppProcess):
+    name = "api"
+
+    def __init__(self, workdir: Path, env: dict[str, str], port: int | None = None, workers: int = 2) -> None:
+        super().__init__(workdir, env)
+        self.port = port or free_port()
+        self.workers = workers
+
+    def environment(self) -> dict[str, str]:
+        return {
+            **super().environment(),
+            "BIND": f"127.0.0.1:{self.port}",
+            "WEB_CONCURRENCY": str(self.workers),
+            "PROMETHEUS_MULTIPROC_DIR": str(self.workdir / "prometheus"),
+        }
+
+    def command(self) -> list[str]:
+        return [sys.executable, "-m", "gunicorn", "-c", "python:app.gunicorn_conf", "app.main:app"]
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def ready(self) -> bool:
+        import httpx
+
+        return httpx.get(self.url + "/health", timeout=1).status_code == 200
+
+
+class CeleryWorker(AppProcess):
+    def __init__(
+        self,
+        workdir: Path,
+        env: dict[str, str],
+        node: str = "worker1",
+        concurrency: int = 2,
+        queues: str = "default,heavy",
+    ) -> None:
+        self.name = node
+        super().__init__(workdir, env)
+        self.node = f"{node}@{socket.gethostname()}"
+        self.concurrency = concurrency
+        self.queues = queues
+
+    def command(self) -> list[str]:
+        return [
+            sys.executable,
+            "-m",
+            "celery",
+            "-A",
+            "app.celery_app",
+            "worker",
+            "-n",
+            self.node,
+            "-Q",
+            self.queues,
+            "-c",
+            str(self.concurrency),
+            "--loglevel",
+            "INFO",
+            "--without-gossip",
+        ]
+
+    def ready(self) -> bool:
+        from app.celery_app import celery_app
+
+        return bool(celery_app.control.ping(destination=[self.node], timeout=1.0))
+
+
+class CeleryBeat(AppProcess):
+    name = "beat"
+
+    def command(self) -> list[str]:
+        return [
+            sys.executable,
+            "-m",
+            "celery",
+            "-A",
+            "app.celery_app",
+            "beat",
+            "--loglevel",
+            "INFO",
+            "--pidfile",
+            str(self.workdir / "beat.pid"),
+        ]
+
+    def ready(self) -> bool:
+        # RedBeat logs this once it holds the lock; a second beat waits before it.
+        return "beat: Acquired lock" in self.log_path.read_text(errors="replace")

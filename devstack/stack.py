@@ -1,0 +1,83 @@
+"""The whole system as local processes: data servers, the API under gunicorn, workers and beat."""
+
+from __future__ import annotations
+
+import secrets
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+from devstack.servers import (
+    ApiServer,
+    CeleryBeat,
+    CeleryWorker,
+    MongoServer,
+    RabbitMQServer,
+    RedisServer,
+)
+
+
+class Stack:
+    """Ports and passwords are chosen here (free ports unless given; secrets generated)."""
+
+    def __init__(
+        self,
+        root: Path,
+        *,
+        mongo_url: str | None = None,
+        mongo_db: str = "app",
+        ports: dict[str, int] | None = None,
+        settings: dict[str, str] | None = None,
+        api_workers: int = 2,
+    ) -> None:
+        ports = ports or {}
+        self.root = root
+        self.redis = RedisServer(root / "redis", port=ports.get("redis"))
+        self.rabbitmq = RabbitMQServer(root / "rabbitmq", port=ports.get("rabbitmq"))
+        self.mongo = None if mongo_url else MongoServer(root / "mongo", port=ports.get("mongo"), database=mongo_db)
+        self.mongo_url = mongo_url or self.mongo.url()
+        self.mongo_db = mongo_db
+        self.api_key = secrets.token_urlsafe(32)
+        self.settings = settings or {}
+        self.api = ApiServer(root / "api", self.env, port=ports.get("api"), workers=api_workers)
+        self.workers: list[CeleryWorker] = []
+        self.beat = CeleryBeat(root / "beat", self.env)
+
+    @property
+    def env(self) -> dict[str, str]:
+        """The app's configuration, as environment variables."""
+        return {
+            "ENVIRONMENT": "production",
+            "MONGO_URL": self.mongo_url,
+            "MONGO_DB": self.mongo_db,
+            "REDIS_URL": self.redis.url(0),
+            "CELERY_RESULT_BACKEND": self.redis.url(1),
+            "CELERY_BROKER_URL": self.rabbitmq.url(),
+            "API_KEYS": self.api_key,
+            **self.settings,
+        }
+
+    def start_services(self) -> None:
+        servers = [s for s in (self.redis, self.rabbitmq, self.mongo) if s is not None]
+        with ThreadPoolExecutor(len(servers)) as pool:
+            for future in [pool.submit(server.start) for server in servers]:
+                future.result()
+
+    def add_worker(self, node: str, concurrency: int = 2, queues: str = "default,heavy") -> CeleryWorker:
+        worker = CeleryWorker(self.root / node, self.env, node=node, concurrency=concurrency, queues=queues)
+        self.workers.append(worker)
+        return worker
+
+    def start_app(self, workers: int = 1) -> None:
+        if not self.workers:
+            for index in range(1, workers + 1):
+                self.add_worker(f"worker{index}")
+        processes = [self.api, *self.workers, self.beat]
+        for process in processes:
+            process.start(wait=False)
+        for process in processes:
+            process.wait_ready()
+
+    def stop(self) -> None:
+        for process in [self.beat, *self.workers, self.api, self.mongo, self.rabbitmq, self.redis]:
+            if process is not None:
+                process.stop()

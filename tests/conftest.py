@@ -1,0 +1,95 @@
+"""Real servers for the whole test session: Redis, RabbitMQ, a MongoDB-protocol server
+(SecantusDB, or the mongod at TEST_MONGO_URL), the API under gunicorn, two Celery workers
+and beat. Ports are free ones, passwords are generated, nothing is mocked.
+
+The stack's configuration is put into this process's environment before any test module
+is imported, so `app.*` imported by tests (Celery control, settings) talks to the same servers.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import httpx
+import pymongo
+import pytest
+
+from devstack.stack import Stack
+
+# Fast retries and a beat that fires every minute, so the suite sees them happen.
+TEST_SETTINGS = {
+    "CALLOUT_ALLOWED_HOSTS": "127.0.0.1",
+    "TASK_RETRY_BACKOFF_SECONDS": "1",
+    "TASK_RETRY_BACKOFF_MAX_SECONDS": "2",
+    "TASK_SOFT_TIME_LIMIT_SECONDS": "60",
+    "TASK_TIME_LIMIT_SECONDS": "90",
+    "CACHE_RETRY_AFTER_SECONDS": "1",
+    "CLEANUP_CRONTAB": "* * * * *",
+    "BEAT_LOCK_TIMEOUT_SECONDS": "20",
+    "LOG_LEVEL": "INFO",
+}
+
+_external_mongo = os.environ.get("TEST_MONGO_URL") or None
+_root = Path(tempfile.mkdtemp(prefix="app-tests-"))
+STACK = Stack(
+    _root,
+    mongo_url=_external_mongo,
+    # On a shared mongod, a database of our own that is dropped at the end.
+    mongo_db=f"test_{secrets.token_hex(4)}" if _external_mongo else "app",
+    settings=TEST_SETTINGS,
+)
+os.environ.update(STACK.env)
+
+
+@pytest.fixture(scope="session")
+def stack() -> Iterator[Stack]:
+    started = time.monotonic()
+    try:
+        STACK.start_services()
+        STACK.add_worker("worker1")
+        STACK.add_worker("worker2")
+        STACK.start_app()
+    except Exception:
+        STACK.stop()
+        raise
+    print(f"\nstack up in {time.monotonic() - started:.1f}s at {_root}")
+    yield STACK
+    STACK.stop()
+    if _external_mongo:
+        with pymongo.MongoClient(STACK.mongo_url) as client:
+            client.drop_database(STACK.mongo_db)
+
+
+@pytest.fixture(scope="session")
+def api(stack: Stack) -> Iterator[httpx.Client]:
+    """A client that sends the API key."""
+    with httpx.Client(base_url=stack.api.url, headers={"X-API-Key": stack.api_key}, timeout=10) as client:
+        yield client
+
+
+@pytest.fixture(scope="session")
+def anonymous(stack: Stack) -> Iterator[httpx.Client]:
+    with httpx.Client(base_url=stack.api.url, timeout=10) as client:
+        yield client
+
+
+@pytest.fixture(scope="session")
+def mongo(stack: Stack) -> Iterator[pymongo.database.Database]:
+    """Direct access to the app's database, to check what the API stored."""
+    with pymongo.MongoClient(stack.mongo_url, tz_aware=True) as client:
+        yield client[stack.mongo_db]
+
+
+@pytest.fixture(scope="session")
+def cache_redis(stack: Stack):  # noqa: ANN201 - redis.Redis
+    return stack.redis.client(0)
+
+
+@pytest.fixture
+def unique() -> Callable[[str], str]:
+    return lambda prefix="item": f"{prefix}-{secrets.token_hex(4)}"
