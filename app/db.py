@@ -52,7 +52,6 @@ def get_client() -> pymongo.MongoClient:
                 maxPoolSize=settings.mongo_max_pool_size,
                 # timeoutMS bounds every operation end to end (server selection included).
                 timeoutMS=timeout_ms,
-                serverSelectionTimeoutMS=min(timeout_ms, settings.mongo_timeout_ms),
                 connectTimeoutMS=min(timeout_ms, 2000),
                 appname=f"{settings.app_name}-{_role}",
                 tz_aware=True,

@@ -5,8 +5,11 @@ from __future__ import annotations
 import logging
 
 from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse
+from fastapi.exception_handlers import http_exception_handler
+from fastapi.responses import JSONResponse, Response
 from pymongo.errors import ConnectionFailure, PyMongoError
+from starlette.exceptions import HTTPException
+from starlette.routing import Match
 
 log = logging.getLogger(__name__)
 
@@ -46,7 +49,25 @@ async def _unexpected(_: Request, exc: Exception) -> JSONResponse:
     return JSONResponse(status_code=500, content={"detail": "Internal server error; see the logs for this request id."})
 
 
+async def _method_not_allowed(request: Request, exc: HTTPException) -> Response:
+    # Starlette lists only the first matching route's methods in Allow; a path served by
+    # several routes (GET and POST /api/items) must list them all.
+    allowed: set[str] = set()
+    for route in request.app.router.routes:
+        match, _ = route.matches({**request.scope, "method": "GET"})
+        if match != Match.NONE:
+            allowed |= getattr(route, "methods", None) or set()
+    return JSONResponse({"detail": exc.detail}, status_code=405, headers={"Allow": ", ".join(sorted(allowed))})
+
+
+async def _http_error(request: Request, exc: HTTPException) -> Response:
+    if exc.status_code == 405:
+        return await _method_not_allowed(request, exc)
+    return await http_exception_handler(request, exc)
+
+
 def install(app: FastAPI) -> None:
+    app.add_exception_handler(HTTPException, _http_error)
     app.add_exception_handler(DependencyUnavailable, _dependency_unavailable)
     app.add_exception_handler(PyMongoError, _mongo_error)
     app.add_exception_handler(Exception, _unexpected)

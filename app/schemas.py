@@ -9,19 +9,22 @@ from typing import Annotated, Any, Literal
 from pydantic import (
     AfterValidator,
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
     HttpUrl,
     JsonValue,
     StringConstraints,
-    field_validator,
+    WithJsonSchema,
 )
 
 MAX_TASK_DATA_BYTES = 16 * 1024
 MAX_ITERATIONS = 1000
 
-Name = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=100)]
-Tag = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=40)]
+# Leading and trailing blanks are dropped; the pattern (at least one non-blank) keeps the
+# documented schema true to what is accepted.
+Name = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=100, pattern=r"\S")]
+Tag = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=40, pattern=r"\S")]
 
 
 def _check_object_id(value: str) -> str:
@@ -30,7 +33,24 @@ def _check_object_id(value: str) -> str:
     return value.lower()
 
 
-ObjectIdStr = Annotated[str, AfterValidator(_check_object_id)]
+OBJECT_ID_PATTERN = "^[0-9a-fA-F]{24}$"
+# Validated by our function for a clear message; documented with the pattern it enforces.
+ObjectIdStr = Annotated[
+    str,
+    AfterValidator(_check_object_id),
+    WithJsonSchema({"type": "string", "pattern": OBJECT_ID_PATTERN, "examples": ["6650c0ffee0123456789abcd"]}),
+]
+
+
+def _json_number(value: Any) -> Any:
+    # Strict about types (no "5", no true) but, as JSON has one number type, 5.0 is the integer 5.
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ValueError("must be a JSON number")
+    return value
+
+
+# An integer as JSON Schema defines it: 5 and 5.0, not 5.5, "5" or true.
+Integer = Annotated[int, BeforeValidator(_json_number), Field(strict=False)]
 
 
 class _Input(BaseModel):
@@ -41,25 +61,24 @@ class ItemCreate(_Input):
     name: Name = Field(description="Unique name of the item.", examples=["widget"])
     description: str | None = Field(None, max_length=2000)
     price: float = Field(0.0, ge=0, le=1e9, allow_inf_nan=False)
-    quantity: int = Field(0, ge=0, le=1_000_000_000)
+    quantity: Integer = Field(0, ge=0, le=1_000_000_000)
     tags: list[Tag] = Field(default_factory=list, max_length=20)
 
 
 class ItemUpdate(_Input):
-    """Partial update: only the fields sent are changed; at least one is required."""
+    """Partial update: only the fields sent are changed; at least one is required.
 
-    name: Name | None = None
+    The defaults are never validated, so a field may be omitted; sent as null it is refused
+    (except `description`, which null clears).
+    """
+
+    model_config = ConfigDict(json_schema_extra={"minProperties": 1})
+
+    name: Name = None  # type: ignore[assignment]
     description: str | None = Field(None, max_length=2000)
-    price: float | None = Field(None, ge=0, le=1e9, allow_inf_nan=False)
-    quantity: int | None = Field(None, ge=0, le=1_000_000_000)
-    tags: list[Tag] | None = Field(None, max_length=20)
-
-    @field_validator("name", "price", "quantity", "tags")
-    @classmethod
-    def _not_null(cls, value: Any) -> Any:
-        if value is None:
-            raise ValueError("may be omitted but not null")
-        return value
+    price: float = Field(None, ge=0, le=1e9, allow_inf_nan=False)  # type: ignore[assignment]
+    quantity: Integer = Field(None, ge=0, le=1_000_000_000)  # type: ignore[assignment]
+    tags: list[Tag] = Field(None, max_length=20)  # type: ignore[assignment]
 
 
 class Item(BaseModel):
@@ -94,7 +113,7 @@ class ProcessRequest(_Input):
     data: Annotated[JsonValue, AfterValidator(_bounded_json)] = Field(
         description=f"Any JSON value up to {MAX_TASK_DATA_BYTES} bytes.", examples=["hello"]
     )
-    iterations: int = Field(
+    iterations: Integer = Field(
         10, ge=1, le=MAX_ITERATIONS, description="Processing rounds; progress is reported after each."
     )
 

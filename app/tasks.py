@@ -57,6 +57,7 @@ class RecordedTask(Task):
         # Workers only remember revokes broadcast while they were up; the record is durable.
         if self.request.id and task_store.is_revoked(self.request.id):
             log.info("skipping revoked task")
+            self.backend.mark_as_revoked(self.request.id, "revoked before it started", request=self.request)
             raise Ignore()
         return super().__call__(*args, **kwargs)
 

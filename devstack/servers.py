@@ -20,6 +20,7 @@ from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 RABBITMQ_SERVER = "/usr/lib/rabbitmq/bin/rabbitmq-server"
+REDIS_CONF = REPO_ROOT / "redis" / "redis.conf"
 
 
 class ServerError(RuntimeError):
@@ -171,27 +172,16 @@ class RedisServer(Process):
         self.maxmemory = maxmemory
 
     def command(self) -> list[str]:
-        return [
-            shutil.which("redis-server") or "redis-server",
-            "--port",
-            str(self.port),
-            "--bind",
-            "127.0.0.1",
-            "--requirepass",
-            self.password,
-            "--dir",
-            str(self.workdir),
-            "--appendonly",
-            "yes",
-            "--save",
-            "",
-            "--maxmemory",
-            self.maxmemory,
-            # Evict the keys nearest to expiry first: cache entries (short TTL) go before
-            # task results (one hour); keys without a TTL (beat's schedule) are never evicted.
-            "--maxmemory-policy",
-            "volatile-ttl",
-        ]
+        # The shipped redis.conf (memory policy, persistence) with this instance's specifics.
+        options = {
+            "port": str(self.port),
+            "bind": "127.0.0.1",
+            "requirepass": self.password,
+            "dir": str(self.workdir),
+            "maxmemory": self.maxmemory,
+        }
+        flags = [part for key, value in options.items() for part in (f"--{key}", value)]
+        return [shutil.which("redis-server") or "redis-server", str(REDIS_CONF), *flags]
 
     def url(self, db: int = 0) -> str:
         return f"redis://:{self.password}@127.0.0.1:{self.port}/{db}"
@@ -401,7 +391,9 @@ class CeleryWorker(AppProcess):
     def ready(self) -> bool:
         from app.celery_app import celery_app
 
-        return bool(celery_app.control.ping(destination=[self.node], timeout=1.0))
+        # A fresh connection: a pooled one may be stale after a broker restart.
+        with celery_app.connection_for_write() as connection:
+            return bool(celery_app.control.ping(destination=[self.node], timeout=1.0, connection=connection))
 
 
 class CeleryBeat(AppProcess):

@@ -26,17 +26,27 @@ class Stack:
         mongo_url: str | None = None,
         mongo_db: str = "app",
         ports: dict[str, int] | None = None,
+        passwords: dict[str, str] | None = None,
         settings: dict[str, str] | None = None,
         api_workers: int = 2,
     ) -> None:
         ports = ports or {}
+        passwords = passwords or {}
         self.root = root
-        self.redis = RedisServer(root / "redis", port=ports.get("redis"))
-        self.rabbitmq = RabbitMQServer(root / "rabbitmq", port=ports.get("rabbitmq"))
-        self.mongo = None if mongo_url else MongoServer(root / "mongo", port=ports.get("mongo"), database=mongo_db)
+        self.redis = RedisServer(root / "redis", port=ports.get("redis"), password=passwords.get("redis"))
+        self.rabbitmq = RabbitMQServer(
+            root / "rabbitmq", port=ports.get("rabbitmq"), password=passwords.get("rabbitmq")
+        )
+        self.mongo = (
+            None
+            if mongo_url
+            else MongoServer(
+                root / "mongo", port=ports.get("mongo"), database=mongo_db, password=passwords.get("mongo")
+            )
+        )
         self.mongo_url = mongo_url or self.mongo.url()
         self.mongo_db = mongo_db
-        self.api_key = secrets.token_urlsafe(32)
+        self.api_key = passwords.get("api_key") or secrets.token_urlsafe(32)
         self.settings = settings or {}
         self.api = ApiServer(root / "api", self.env, port=ports.get("api"), workers=api_workers)
         self.workers: list[CeleryWorker] = []
@@ -55,6 +65,13 @@ class Stack:
             "API_KEYS": self.api_key,
             **self.settings,
         }
+
+    @property
+    def passwords(self) -> dict[str, str]:
+        passwords = {"redis": self.redis.password, "rabbitmq": self.rabbitmq.password, "api_key": self.api_key}
+        if self.mongo is not None:
+            passwords["mongo"] = self.mongo.password
+        return passwords
 
     def start_services(self) -> None:
         servers = [s for s in (self.redis, self.rabbitmq, self.mongo) if s is not None]

@@ -38,6 +38,15 @@ PLACEHOLDER_SECRETS = frozenset(
 MIN_API_KEY_LENGTH = 32
 
 
+def is_placeholder(secret: str) -> bool:
+    value = secret.strip().lower()
+    return (
+        value in PLACEHOLDER_SECRETS
+        or (value.startswith("<") and value.endswith(">"))  # a template's "<password>"
+        or any(marker in value for marker in ("changeme", "change-me", "replace-me", "your-"))
+    )
+
+
 def _split_csv(value: object) -> object:
     if isinstance(value, str):
         return [part.strip() for part in value.split(",") if part.strip()]
@@ -60,9 +69,9 @@ class Settings(BaseSettings):
     mongo_db: str = "app"
     mongo_min_pool_size: int = Field(10, ge=0, le=1000)
     mongo_max_pool_size: int = Field(100, ge=1, le=1000)
-    # Budget for one database operation in the API (server selection included), so a down
-    # database answers 503 well inside 2 s instead of hanging a request.
-    mongo_timeout_ms: int = Field(1500, ge=100, le=60_000)
+    # Budget for one database operation in the API, server selection included (pymongo's
+    # timeoutMS), so a down or stuck database answers 503 within 2 s instead of hanging.
+    mongo_timeout_ms: int = Field(1000, ge=100, le=60_000)
     # Workers run longer queries (reports) and may wait longer.
     mongo_worker_timeout_ms: int = Field(30_000, ge=100, le=600_000)
 
@@ -143,12 +152,12 @@ class Settings(BaseSettings):
             problems.append("API_KEYS is empty; generate one with `make env`")
         for key in self.api_keys:
             raw = key.get_secret_value()
-            if raw.lower() in PLACEHOLDER_SECRETS or len(raw) < MIN_API_KEY_LENGTH:
+            if is_placeholder(raw) or len(raw) < MIN_API_KEY_LENGTH:
                 problems.append(f"API_KEYS holds a key shorter than {MIN_API_KEY_LENGTH} characters or a placeholder")
                 break
         for name in ("mongo_url", "redis_url", "celery_broker_url", "celery_result_backend"):
             password = _url_password(getattr(self, name))
-            if password is None or password.lower() in PLACEHOLDER_SECRETS:
+            if password is None or is_placeholder(password):
                 problems.append(f"{name.upper()} has no password or a placeholder one")
         return problems
 

@@ -4,19 +4,27 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, HTTPException, Query, Response, status
+from fastapi import APIRouter, HTTPException, Query, Response, status
 from fastapi.exceptions import RequestValidationError
 from pymongo.errors import DuplicateKeyError
 
 from app import cache, item_store
+from app.api.deps import (
+    AUTH_ERRORS,
+    BODY_ERRORS,
+    CONFLICT,
+    NOT_FOUND,
+    READ_ACCESS,
+    READ_AUTH_ERRORS,
+    UNAVAILABLE,
+    WRITE_ACCESS,
+)
 from app.core.config import get_settings
-from app.core.security import require_api_key, require_read_access
 from app.schemas import Item, ItemCreate, ItemPage, ItemUpdate, ObjectIdStr
 
 router = APIRouter(prefix="/api/items", tags=["items"])
 
 MAX_OFFSET = 10_000
-_ERRORS = {401: {"description": "Missing or invalid API key"}, 503: {"description": "MongoDB unavailable"}}
 
 
 def _conflict(name: str) -> HTTPException:
@@ -31,10 +39,11 @@ def _not_found(item_id: str) -> HTTPException:
     "",
     status_code=status.HTTP_201_CREATED,
     response_model=Item,
-    dependencies=[Depends(require_api_key)],
-    responses={409: {"description": "Name already taken"}, **_ERRORS},
+    dependencies=WRITE_ACCESS,
+    responses={**AUTH_ERRORS, **BODY_ERRORS, **CONFLICT, **UNAVAILABLE},
 )
 def create_item(body: ItemCreate, response: Response) -> dict:
+    """Create an item; its name must be unique (409 otherwise)."""
     try:
         item = item_store.create(body.model_dump())
     except DuplicateKeyError:
@@ -43,7 +52,7 @@ def create_item(body: ItemCreate, response: Response) -> dict:
     return item
 
 
-@router.get("", response_model=ItemPage, dependencies=[Depends(require_read_access)], responses=_ERRORS)
+@router.get("", response_model=ItemPage, dependencies=READ_ACCESS, responses={**READ_AUTH_ERRORS, **UNAVAILABLE})
 def list_items(
     limit: Annotated[int, Query(ge=1, le=get_settings().items_page_max, description="Page size.")] = 20,
     offset: Annotated[int, Query(ge=0, le=MAX_OFFSET)] = 0,
@@ -58,10 +67,11 @@ def list_items(
 @router.get(
     "/{item_id}",
     response_model=Item,
-    dependencies=[Depends(require_read_access)],
-    responses={404: {"description": "No such item"}, **_ERRORS},
+    dependencies=READ_ACCESS,
+    responses={**READ_AUTH_ERRORS, **NOT_FOUND, **UNAVAILABLE},
 )
 def get_item(item_id: ObjectIdStr, response: Response) -> dict:
+    """Read one item through the cache; `X-Cache` says HIT, MISS or BYPASS (Redis unavailable)."""
     item, cache_status = cache.get_or_load(item_id, lambda: item_store.get(item_id))
     response.headers["X-Cache"] = cache_status
     if item is None:
@@ -72,10 +82,11 @@ def get_item(item_id: ObjectIdStr, response: Response) -> dict:
 @router.patch(
     "/{item_id}",
     response_model=Item,
-    dependencies=[Depends(require_api_key)],
-    responses={404: {"description": "No such item"}, 409: {"description": "Name already taken"}, **_ERRORS},
+    dependencies=WRITE_ACCESS,
+    responses={**AUTH_ERRORS, **BODY_ERRORS, **NOT_FOUND, **CONFLICT, **UNAVAILABLE},
 )
 def update_item(item_id: ObjectIdStr, body: ItemUpdate) -> dict:
+    """Change the fields sent; the item's cache entry is dropped."""
     fields = body.model_dump(exclude_unset=True)
     if not fields:
         raise RequestValidationError(
@@ -95,8 +106,8 @@ def update_item(item_id: ObjectIdStr, body: ItemUpdate) -> dict:
 @router.delete(
     "/{item_id}",
     status_code=status.HTTP_204_NO_CONTENT,
-    dependencies=[Depends(require_api_key)],
-    responses={404: {"description": "No such item"}, **_ERRORS},
+    dependencies=WRITE_ACCESS,
+    responses={**AUTH_ERRORS, **NOT_FOUND, **UNAVAILABLE},
 )
 def delete_item(item_id: ObjectIdStr) -> Response:
     deleted = item_store.delete(item_id)

@@ -11,15 +11,24 @@ from __future__ import annotations
 import uuid
 from typing import Annotated, Any
 
-import redis
 from celery import Task
-from fastapi import APIRouter, Depends, HTTPException, Path, Response, status
+from fastapi import APIRouter, HTTPException, Path, Response, status
 from fastapi.exceptions import RequestValidationError
 from kombu.exceptions import OperationalError
 
+import redis
 from app import metrics, task_store, tasks
+from app.api.deps import (
+    AUTH_ERRORS,
+    BODY_ERRORS,
+    CONFLICT,
+    NOT_FOUND,
+    READ_ACCESS,
+    READ_AUTH_ERRORS,
+    UNAVAILABLE,
+    WRITE_ACCESS,
+)
 from app.celery_app import celery_app
-from app.core.security import require_api_key, require_read_access
 from app.errors import DependencyUnavailable
 from app.schemas import NotifyRequest, ProcessRequest, ReportRequest, TaskAccepted, TaskStatus
 
@@ -29,8 +38,8 @@ TaskId = Annotated[uuid.UUID, Path(description="The task id returned by a submit
 _SUBMIT = {
     "status_code": status.HTTP_202_ACCEPTED,
     "response_model": TaskAccepted,
-    "dependencies": [Depends(require_api_key)],
-    "responses": {401: {"description": "Missing or invalid API key"}, 503: {"description": "A dependency is down"}},
+    "dependencies": WRITE_ACCESS,
+    "responses": {**AUTH_ERRORS, **BODY_ERRORS, **UNAVAILABLE},
 }
 
 
@@ -38,17 +47,25 @@ def _status_url(task_id: str) -> str:
     return f"{router.prefix}/tasks/{task_id}"
 
 
+def _require_result_store() -> None:
+    # Celery's publish does not fail when Redis is down (the task would run with nowhere to
+    # report to), so the result store is checked first.
+    try:
+        celery_app.backend.client.ping()
+    except (redis.RedisError, OSError) as exc:
+        detail = "The result store (Redis) is unavailable; the task was not queued."
+        raise DependencyUnavailable("redis", detail) from exc
+
+
 def _submit(task: Task, kind: str, kwargs: dict[str, Any], response: Response) -> dict[str, Any]:
+    _require_result_store()
     task_id = str(uuid.uuid4())
     queue = celery_app.amqp.router.route({}, task.name)["queue"].name
     task_store.issue(task_id, kind, queue)
     try:
         task.apply_async(kwargs=kwargs, task_id=task_id)
-    except (redis.RedisError, OperationalError, OSError) as exc:
+    except (OperationalError, OSError) as exc:
         task_store.discard(task_id)
-        if isinstance(exc, redis.RedisError):
-            detail = "The result store (Redis) is unavailable; the task was not queued."
-            raise DependencyUnavailable("redis", detail) from exc
         raise DependencyUnavailable("rabbitmq", "The message broker is unavailable; the task was not queued.") from exc
     metrics.TASKS_SUBMITTED.labels(kind=kind).inc()
     response.headers["Location"] = _status_url(task_id)
@@ -95,8 +112,8 @@ def _record(task_id: uuid.UUID) -> dict[str, Any]:
 @router.get(
     "/tasks/{task_id}",
     response_model=TaskStatus,
-    dependencies=[Depends(require_read_access)],
-    responses={404: {"description": "Unknown task id"}},
+    dependencies=READ_ACCESS,
+    responses={**READ_AUTH_ERRORS, **NOT_FOUND, **UNAVAILABLE},
 )
 def get_task(task_id: TaskId) -> dict[str, Any]:
     return task_store.status(_record(task_id))
@@ -105,8 +122,8 @@ def get_task(task_id: TaskId) -> dict[str, Any]:
 @router.delete(
     "/tasks/{task_id}",
     response_model=TaskStatus,
-    dependencies=[Depends(require_api_key)],
-    responses={404: {"description": "Unknown task id"}, 409: {"description": "The task already finished"}},
+    dependencies=WRITE_ACCESS,
+    responses={**AUTH_ERRORS, **NOT_FOUND, **CONFLICT, **UNAVAILABLE},
 )
 def revoke_task(task_id: TaskId) -> dict[str, Any]:
     """Revoke a task: dropped if still queued, terminated if running."""

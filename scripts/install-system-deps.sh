@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# Install the Debian packages the test suite and the local stack run: redis-server and
+# rabbitmq-server (started by the tests on their own ports, never as system services),
+# and Python 3.11 with venv. Idempotent: does nothing when everything is present.
+set -euo pipefail
+
+missing=()
+command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
+[ -x /usr/lib/rabbitmq/bin/rabbitmq-server ] || missing+=(rabbitmq-server)
+if ! command -v python3.11 >/dev/null 2>&1; then
+    missing+=(python3.11 python3.11-venv)
+elif ! python3.11 -c 'import ensurepip, venv' >/dev/null 2>&1; then
+    missing+=(python3.11-venv)
+fi
+
+if [ ${#missing[@]} -eq 0 ]; then
+    exit 0
+fi
+
+echo "installing Debian packages: ${missing[*]}"
+sudo=""
+if [ "$(id -u)" -ne 0 ]; then
+    command -v sudo >/dev/null 2>&1 || { echo "error: need root or sudo to install ${missing[*]}" >&2; exit 1; }
+    sudo="sudo"
+fi
+# Tests start their own instances on free ports, so a system service that the package may
+# start does not get in the way.
+export DEBIAN_FRONTEND=noninteractive
+$sudo apt-get update -qq
+$sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null

@@ -1,0 +1,138 @@
+"""Faults with real servers stopped and killed: clear answers while down, recovery without
+restarting the app, and nothing lost."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+from helpers import wait_for, wait_for_task
+
+
+def timed(call):
+    started = time.monotonic()
+    response = call()
+    return response, time.monotonic() - started
+
+
+@pytest.fixture
+def mongo_down(stack):
+    if stack.mongo is None:
+        pytest.skip("MongoDB is external (TEST_MONGO_URL); this test stops the server it started itself")
+    stack.mongo.stop()
+    yield
+    stack.mongo.start()
+
+
+def test_mongodb_down_answers_503_within_two_seconds_then_recovers(api, unique, stack, mongo_down):
+    for call in (
+        lambda: api.get("/api/items"),
+        lambda: api.get("/api/items/" + "a" * 24),
+        lambda: api.post("/api/items", json={"name": unique()}),
+        lambda: api.post("/api/async/process", json={"data": 1, "iterations": 1}),
+    ):
+        response, took = timed(call)
+        assert response.status_code == 503, response.text
+        assert response.json()["dependency"] == "mongodb"
+        assert response.headers["retry-after"]
+        assert took < 2.0, f"{response.request.url} took {took:.2f}s"
+
+    ready, took = timed(lambda: api.get("/health/ready"))
+    assert ready.status_code == 503 and took < 2.0
+    checks = ready.json()["checks"]
+    assert checks["mongodb"]["status"] == "error" and checks["redis"]["status"] == "ok"
+    assert api.get("/health").status_code == 200  # liveness does not depend on MongoDB
+
+    stack.mongo.start()
+    wait_for(lambda: api.get("/health/ready").status_code == 200, timeout=30, what="ready again")
+    created = api.post("/api/items", json={"name": unique()})
+    assert created.status_code == 201
+    assert api.get(created.headers["location"]).status_code == 200
+
+
+def test_redis_down_reads_fall_back_to_mongodb(api, stack, unique):
+    item = api.post("/api/items", json={"name": unique(), "price": 5.0}).json()
+    api.get(f"/api/items/{item['id']}")
+    finished = api.post("/api/async/process", json={"data": "x", "iterations": 1}).json()["task_id"]
+    assert wait_for_task(api, finished)["state"] == "SUCCESS"
+
+    stack.redis.stop()
+    try:
+        read, took = timed(lambda: api.get(f"/api/items/{item['id']}"))
+        assert read.status_code == 200 and read.json() == item
+        assert read.headers["x-cache"] == "BYPASS"
+        assert took < 1.0
+        assert api.get("/api/items", params={"limit": 5}).status_code == 200
+        # Writes still succeed; their invalidation is retried and then given up.
+        assert api.patch(f"/api/items/{item['id']}", json={"price": 6.0}).status_code == 200
+        assert api.get(f"/api/items/{item['id']}").json()["price"] == 6.0
+
+        # Submitting is refused: the task's progress and result would have nowhere to go.
+        submit, took = timed(lambda: api.post("/api/async/process", json={"data": "x", "iterations": 1}))
+        assert submit.status_code == 503, submit.text
+        assert submit.json()["dependency"] == "redis"
+        assert took < 5.0
+        # A finished task's outcome is still known from its record.
+        status = api.get(f"/api/tasks/{finished}")
+        assert status.status_code == 200 and status.json()["state"] == "SUCCESS"
+
+        ready = api.get("/health/ready")
+        assert ready.status_code == 503
+        assert ready.json()["checks"]["redis"]["status"] == "error"
+        assert ready.json()["checks"]["mongodb"]["status"] == "ok"
+    finally:
+        stack.redis.start()
+
+    wait_for(lambda: api.get("/health/ready").status_code == 200, timeout=30, what="ready again")
+
+    def cached_again():
+        return api.get(f"/api/items/{item['id']}").headers["x-cache"] == "HIT"
+
+    wait_for(cached_again, timeout=10, what="cache in use again")
+    task_id = api.post("/api/async/process", json={"data": "x", "iterations": 1}).json()["task_id"]
+    assert wait_for_task(api, task_id)["state"] == "SUCCESS"
+
+
+def test_broker_down_refuses_submits_then_recovers(api, stack):
+    stack.rabbitmq.stop()
+    try:
+        submit, took = timed(lambda: api.post("/api/async/process", json={"data": "x", "iterations": 1}))
+        assert submit.status_code == 503, submit.text
+        assert submit.json()["dependency"] == "rabbitmq"
+        assert took < 5.0
+        ready = api.get("/health/ready")
+        assert ready.status_code == 503 and ready.json()["checks"]["rabbitmq"]["status"] == "error"
+        assert api.get("/api/items").status_code == 200  # synchronous endpoints are unaffected
+    finally:
+        stack.rabbitmq.start()
+    wait_for(lambda: api.get("/health/ready").status_code == 200, timeout=30, what="ready again")
+
+    def accepted():
+        response = api.post("/api/async/process", json={"data": "x", "iterations": 1})
+        return response.json()["task_id"] if response.status_code == 202 else None
+
+    task_id = wait_for(accepted, timeout=30, interval=1, what="submits accepted again")
+    assert wait_for_task(api, task_id, timeout=90)["state"] == "SUCCESS"
+
+
+def test_worker_killed_mid_task_the_task_is_redelivered_and_completes(api, stack):
+    from app.celery_app import celery_app
+
+    task_id = api.post("/api/async/process", json={"data": "survive", "iterations": 1000}).json()["task_id"]
+    wait_for(lambda: api.get(f"/api/tasks/{task_id}").json()["state"] == "PROGRESS", timeout=20, what="running")
+
+    def running_on():
+        with celery_app.connection_for_write() as connection:  # fresh: the broker was restarted before
+            active = celery_app.control.inspect(timeout=1, connection=connection).active() or {}
+        return next((node for node, tasks in active.items() if any(t["id"] == task_id for t in tasks)), None)
+
+    node = wait_for(running_on, timeout=10, what="worker running the task")
+    victim = next(w for w in stack.workers if w.node == node)
+    victim.kill()  # SIGKILL to the worker and its pool: no chance to ack or requeue itself
+    try:
+        final = wait_for_task(api, task_id, timeout=120)
+        assert final["state"] == "SUCCESS", final
+        assert final["progress"]["total"] == 1000
+    finally:
+        victim.start()
+    assert running_on() is None

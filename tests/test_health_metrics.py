@@ -1,0 +1,60 @@
+"""Liveness, readiness, request ids and Prometheus metrics across gunicorn workers."""
+
+from __future__ import annotations
+
+import re
+from concurrent.futures import ThreadPoolExecutor
+
+import httpx
+
+
+def test_liveness_is_cheap_and_readiness_checks_every_dependency(api):
+    assert api.get("/health").json() == {"status": "ok", "version": "0.1.0"}
+    ready = api.get("/health/ready")
+    assert ready.status_code == 200
+    checks = ready.json()["checks"]
+    assert set(checks) == {"mongodb", "redis", "rabbitmq"}
+    assert all(check["status"] == "ok" for check in checks.values())
+
+
+def test_every_response_carries_a_request_id(api, stack):
+    generated = api.get("/health")
+    assert re.fullmatch(r"[0-9a-f]{32}", generated.headers["x-request-id"])
+    assert api.get("/health", headers={"X-Request-ID": "trace-123"}).headers["x-request-id"] == "trace-123"
+    # An unsafe id is replaced rather than echoed into logs and headers.
+    assert api.get("/health", headers={"X-Request-ID": "a b\tc"}).headers["x-request-id"] != "a b\tc"
+    assert api.get("/nowhere", headers={"X-Request-ID": "trace-404"}).headers["x-request-id"] == "trace-404"
+    api.get("/api/items", headers={"X-Request-ID": "trace-logged"})
+    log = (stack.api.log_path).read_text()
+    assert '"request_id": "trace-logged"' in log and '"route": "/api/items"' in log
+
+
+def sample(text: str, name: str, **labels: str) -> float:
+    for line in text.splitlines():
+        if line.startswith(name + "{") and all(f'{k}="{v}"' in line for k, v in labels.items()):
+            return float(line.rsplit(" ", 1)[1])
+    return 0.0
+
+
+def test_metrics_add_up_across_gunicorn_workers(stack, api):
+    before = api.get("/metrics").text
+    base = sample(before, "http_requests_total", route="/api/items/{item_id}", method="GET", status="404")
+    submitted = sample(before, "tasks_submitted_total", kind="report")
+    missing = "f" * 24
+
+    def one_request(_: int) -> int:
+        # A new connection per request, so the kernel spreads them over the workers.
+        return httpx.get(f"{stack.api.url}/api/items/{missing}", timeout=10).status_code
+
+    with ThreadPoolExecutor(8) as pool:
+        assert set(pool.map(one_request, range(60))) == {404}
+    api.post("/api/async/report", json={})
+
+    after = api.get("/metrics")
+    assert after.headers["content-type"].startswith("text/plain")
+    text = after.text
+    assert sample(text, "http_requests_total", route="/api/items/{item_id}", method="GET", status="404") == base + 60
+    assert sample(text, "tasks_submitted_total", kind="report") == submitted + 1
+    assert sample(text, "http_request_duration_seconds_count", route="/api/items/{item_id}", method="GET") >= 60
+    # The route template is the label, never the raw path.
+    assert missing not in text

@@ -1,0 +1,222 @@
+"""Background tasks end to end: real API, RabbitMQ, Celery workers and Redis."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import threading
+from collections import defaultdict
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import pytest
+from helpers import wait_for, wait_for_task
+
+
+def expected_digest(data, iterations: int, rounds: int = 20_000) -> str:
+    digest = hashlib.sha256(json.dumps(data, sort_keys=True, separators=(",", ":")).encode()).digest()
+    for _ in range(iterations):
+        digest = hashlib.pbkdf2_hmac("sha256", digest, b"app.tasks.process_data", rounds)
+    return digest.hex()
+
+
+def test_submit_answers_at_once_and_reports_progress_until_success(api):
+    data = {"words": ["alpha", "beta"], "n": 1}
+    submitted = api.post("/api/async/process", json={"data": data, "iterations": 400})
+    assert submitted.status_code == 202, submitted.text
+    body = submitted.json()
+    assert body["state"] == "PENDING" and body["kind"] == "process"
+    assert submitted.headers["location"] == body["status_url"] == f"/api/tasks/{body['task_id']}"
+    assert submitted.elapsed.total_seconds() < 1
+
+    seen = []
+
+    def in_progress():
+        status = api.get(body["status_url"]).json()
+        seen.append(status["state"])
+        if status["state"] == "PROGRESS" and 0 < status["progress"]["current"] < status["progress"]["total"]:
+            return status
+        return None
+
+    progress = wait_for(in_progress, timeout=30, interval=0.05, what="PROGRESS state")
+    assert progress["progress"]["total"] == 400
+    assert 0 < progress["progress"]["percent"] < 100
+
+    final = wait_for_task(api, body["task_id"])
+    assert final["state"] == "SUCCESS", final
+    assert final["result"]["sha256"] == expected_digest(data, 400)
+    assert final["progress"] == {"current": 400, "total": 400, "percent": 100.0}
+    assert final["finished_at"] is not None
+
+
+def test_report_reads_mongodb_and_stores_its_document(api, mongo, unique):
+    tag = unique("report")
+    for price, quantity in ((2.0, 5), (4.0, 1), (10.0, 0)):
+        api.post("/api/items", json={"name": unique(), "price": price, "quantity": quantity, "tags": [tag, "common"]})
+
+    task_id = api.post("/api/async/report", json={"tag": tag}).json()["task_id"]
+    final = wait_for_task(api, task_id)
+    assert final["state"] == "SUCCESS", final
+    assert final["result"] == {"report_id": task_id, "items": 3}
+
+    report = mongo.reports.find_one({"_id": task_id})
+    assert report["filter"] == {"tag": tag, "name_prefix": None}
+    assert report["items"] == 3
+    assert report["total_quantity"] == 6
+    assert report["inventory_value"] == pytest.approx(2.0 * 5 + 4.0 * 1)
+    assert report["min_price"] == 2.0 and report["max_price"] == 10.0
+    assert {t["tag"]: t["count"] for t in report["top_tags"]} == {tag: 3, "common": 3}
+
+
+class CalloutServer(ThreadingHTTPServer):
+    """A real HTTP endpoint for the call-out task: /ok, /flaky/<n>/<key> (n failures, then OK),
+    /down (always 503), /reject (400). Records every call."""
+
+    def __init__(self) -> None:
+        super().__init__(("127.0.0.1", 0), CalloutHandler)
+        self.calls: dict[str, list[dict]] = defaultdict(list)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.server_address[1]}"
+
+
+class CalloutHandler(BaseHTTPRequestHandler):
+    server: CalloutServer
+
+    def do_POST(self) -> None:  # noqa: N802 - http.server's naming
+        length = int(self.headers.get("content-length", 0))
+        call = {"body": json.loads(self.rfile.read(length) or b"null"), "headers": dict(self.headers)}
+        calls = self.server.calls[self.path]
+        calls.append(call)
+        parts = self.path.strip("/").split("/")
+        if parts[0] == "ok":
+            status = 200
+        elif parts[0] == "flaky":
+            status = 503 if len(calls) <= int(parts[1]) else 200
+        elif parts[0] == "reject":
+            status = 400
+        else:
+            status = 503
+        self.send_response(status)
+        self.send_header("content-length", "0")
+        self.end_headers()
+
+    def log_message(self, *args) -> None:
+        pass
+
+
+@pytest.fixture(scope="module")
+def callout() -> Iterator[CalloutServer]:
+    server = CalloutServer()
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield server
+    server.shutdown()
+
+
+def test_transient_failures_are_retried_until_success(api, callout, unique):
+    path = f"/flaky/2/{unique('key')}"
+    task_id = api.post("/api/async/notify", json={"url": callout.url + path, "payload": {"n": 1}}).json()["task_id"]
+
+    retrying = wait_for(
+        lambda: (s := api.get(f"/api/tasks/{task_id}").json())["state"] == "RETRY" and s,
+        timeout=20,
+        interval=0.05,
+        what="RETRY state",
+    )
+    assert "503" in retrying["error"]["message"]
+
+    final = wait_for_task(api, task_id)
+    assert final["state"] == "SUCCESS", final
+    assert final["result"] == {"status_code": 200, "attempts": 3}
+    assert final["retries"] == 2
+    calls = callout.calls[path]
+    assert len(calls) == 3
+    assert all(c["body"] == {"n": 1} for c in calls)
+    # The same idempotency key on every attempt lets the receiver drop duplicates.
+    assert {c["headers"]["Idempotency-Key"] for c in calls} == {task_id}
+    assert [c["headers"]["X-Attempt"] for c in calls] == ["1", "2", "3"]
+
+
+def test_a_task_that_always_fails_ends_in_failure_after_three_retries(api, callout, unique):
+    path = f"/down/{unique('key')}"
+    task_id = api.post("/api/async/notify", json={"url": callout.url + path}).json()["task_id"]
+    final = wait_for_task(api, task_id)
+    assert final["state"] == "FAILURE"
+    assert final["error"]["type"] == "TransientCalloutError"
+    assert "HTTP 503" in final["error"]["message"]
+    assert final["retries"] == 3
+    assert len(callout.calls[path]) == 4  # the first attempt and three retries
+
+
+def test_a_refused_call_fails_at_once(api, callout, unique):
+    path = f"/reject/{unique('key')}"
+    task_id = api.post("/api/async/notify", json={"url": callout.url + path}).json()["task_id"]
+    final = wait_for_task(api, task_id)
+    assert final["state"] == "FAILURE"
+    assert final["error"] == {"type": "PermanentCalloutError", "message": f"HTTP 400 from {callout.url}{path}"}
+    assert len(callout.calls[path]) == 1
+
+
+def test_calls_to_hosts_not_allowed_are_refused_before_queueing(api, mongo):
+    before = mongo.tasks.count_documents({})
+    response = api.post("/api/async/notify", json={"url": "http://169.254.169.254/latest/meta-data"})
+    assert response.status_code == 422
+    error = response.json()["detail"][0]
+    assert error["loc"] == ["body", "url"] and "CALLOUT_ALLOWED_HOSTS" in error["msg"]
+    assert mongo.tasks.count_documents({}) == before
+
+
+def test_revoke_stops_a_running_task(api):
+    task_id = api.post("/api/async/process", json={"data": "long", "iterations": 1000}).json()["task_id"]
+    wait_for(lambda: api.get(f"/api/tasks/{task_id}").json()["state"] == "PROGRESS", timeout=20, what="running")
+
+    revoked = api.delete(f"/api/tasks/{task_id}")
+    assert revoked.status_code == 200, revoked.text
+    assert revoked.json()["state"] == "REVOKED"
+
+    def live_state():
+        from celery.result import AsyncResult
+
+        return AsyncResult(task_id).state == "REVOKED"
+
+    wait_for(live_state, timeout=15, what="worker terminated the task")
+    status = api.get(f"/api/tasks/{task_id}").json()
+    assert status["state"] == "REVOKED" and status["result"] is None
+    assert api.delete(f"/api/tasks/{task_id}").status_code == 409
+
+
+def test_revoking_a_finished_task_is_a_conflict(api):
+    task_id = api.post("/api/async/process", json={"data": 1, "iterations": 1}).json()["task_id"]
+    assert wait_for_task(api, task_id)["state"] == "SUCCESS"
+    response = api.delete(f"/api/tasks/{task_id}")
+    assert response.status_code == 409
+    assert "SUCCESS" in response.json()["detail"]
+
+
+def test_a_revoked_task_still_queued_never_runs(api, stack, mongo):
+    """Workers that were down when a revoke was broadcast still skip it: the record is durable."""
+    for worker in stack.workers:
+        worker.stop()
+    try:
+        task_id = api.post("/api/async/process", json={"data": "queued", "iterations": 5}).json()["task_id"]
+        assert api.delete(f"/api/tasks/{task_id}").json()["state"] == "REVOKED"
+    finally:
+        for worker in stack.workers:
+            worker.start()
+    # A later task on the same queue finishing means the revoked one was consumed before it.
+    later = api.post("/api/async/process", json={"data": "after", "iterations": 1}).json()["task_id"]
+    assert wait_for_task(api, later)["state"] == "SUCCESS"
+    from celery.result import AsyncResult
+
+    wait_for(lambda: mongo.tasks.find_one({"_id": task_id})["state"] == "REVOKED", timeout=5)
+    wait_for(lambda: AsyncResult(task_id).state == "REVOKED", timeout=5, what="revoked in the result backend")
+    assert api.get(f"/api/tasks/{task_id}").json()["state"] == "REVOKED"
+
+
+def test_unknown_task_ids_are_404_not_pending(api):
+    response = api.get("/api/tasks/4b0c52a6-54b1-4b8a-9d61-2f4a0c4d6a11")
+    assert response.status_code == 404
+    assert "never issued" in response.json()["detail"]
+    assert api.delete("/api/tasks/4b0c52a6-54b1-4b8a-9d61-2f4a0c4d6a11").status_code == 404
