@@ -20,7 +20,7 @@ from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 RABBITMQ_SERVER = "/usr/lib/rabbitmq/bin/rabbitmq-server"
-REDIS_CONF = REPO_ROOT / "redis" / "redis.conf"
+REDIS_CONF = REPO_ROOT / "conf" / "redis.conf"
 
 
 class ServerError(RuntimeError):

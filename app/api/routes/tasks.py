@@ -11,12 +11,12 @@ from __future__ import annotations
 import uuid
 from typing import Annotated, Any
 
+import redis
 from celery import Task
 from fastapi import APIRouter, HTTPException, Path, Response, status
 from fastapi.exceptions import RequestValidationError
 from kombu.exceptions import OperationalError
 
-import redis
 from app import metrics, task_store, tasks
 from app.api.deps import (
     AUTH_ERRORS,
