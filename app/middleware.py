@@ -1,5 +1,5 @@
-"""One pure-ASGI middleware for what every request needs: a request id, a body-size limit,
-metrics and a JSON access log line. Pure ASGI keeps streaming responses unbuffered.
+"""One pure-ASGI middleware for what every request needs: a request id, the replica's name, a
+body-size limit, metrics and a JSON access log line. Pure ASGI keeps streaming responses unbuffered.
 
 The body limit is ours rather than FastAPI's `max_body_size` because that one answers an
 oversized Content-Length with a plain-text 413, and every error here is JSON.
@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import logging
 import re
+import socket
 import time
 import uuid
 
@@ -22,6 +23,9 @@ from app.core.logging import request_id_var
 access_log = logging.getLogger("app.access")
 
 REQUEST_ID_HEADER = b"x-request-id"
+# Names the replica that answered (its hostname: the container id under Docker), so load
+# balancing can be seen and a misbehaving replica found.
+SERVED_BY = (b"x-served-by", socket.gethostname().encode())
 # An incoming id is kept only if it is short and plain, so it is safe in logs and headers.
 _VALID_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:\-]{1,128}$")
 
@@ -54,7 +58,7 @@ class RequestContextMiddleware:
             nonlocal status
             if message["type"] == "http.response.start":
                 status = message["status"]
-                message["headers"] = [*message.get("headers", []), (REQUEST_ID_HEADER, request_id.encode())]
+                message["headers"] = [*message.get("headers", []), (REQUEST_ID_HEADER, request_id.encode()), SERVED_BY]
             await send(message)
 
         received = 0

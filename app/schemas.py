@@ -160,5 +160,6 @@ class TaskStatus(BaseModel):
     result: Any = None
     error: TaskError | None = None
     retries: int = 0
+    worker: str | None = Field(None, description="The Celery worker that finished the task.")
     submitted_at: datetime
     finished_at: datetime | None = None

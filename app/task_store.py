@@ -58,11 +58,13 @@ def record_retry(task_id: str, retries: int, error: dict[str, str]) -> None:
     )
 
 
-def finish(task_id: str, state: str, result: Any = None, error: dict[str, str] | None = None) -> None:
+def finish(
+    task_id: str, state: str, worker: str | None, result: Any = None, error: dict[str, str] | None = None
+) -> None:
     # A revoked record stays revoked even if the task managed to finish.
     db.collection(db.TASKS).update_one(
         {"_id": task_id, "state": {"$ne": "REVOKED"}},
-        {"$set": {"state": state, "result": result, "error": error, "finished_at": _now()}},
+        {"$set": {"state": state, "result": result, "error": error, "worker": worker, "finished_at": _now()}},
     )
 
 
@@ -109,6 +111,7 @@ def status(record: dict[str, Any]) -> dict[str, Any]:
         "result": record.get("result"),
         "error": record.get("error"),
         "retries": record.get("retries", 0),
+        "worker": record.get("worker"),
         "submitted_at": record["submitted_at"],
         "finished_at": record.get("finished_at"),
     }

@@ -71,10 +71,11 @@ class RecordedTask(Task):
         if status not in (states.SUCCESS, states.FAILURE):
             return
         try:
+            worker = self.request.hostname
             if status == states.SUCCESS:
-                task_store.finish(task_id, status, result=retval)
+                task_store.finish(task_id, status, worker, result=retval)
             else:
-                task_store.finish(task_id, status, error=task_store.error_of(retval))
+                task_store.finish(task_id, status, worker, error=task_store.error_of(retval))
         except PyMongoError:
             # The Redis result still holds the outcome for RESULT_TTL_SECONDS.
             log.warning("could not record the outcome", exc_info=True)

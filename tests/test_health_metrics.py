@@ -2,10 +2,17 @@
 
 from __future__ import annotations
 
+import os
 import re
+import socket
+import subprocess
+import sys
 from concurrent.futures import ThreadPoolExecutor
 
 import httpx
+import pytest
+
+from devstack.servers import REPO_ROOT
 
 
 def test_liveness_is_cheap_and_readiness_checks_every_dependency(api):
@@ -17,8 +24,9 @@ def test_liveness_is_cheap_and_readiness_checks_every_dependency(api):
     assert all(check["status"] == "ok" for check in checks.values())
 
 
-def test_every_response_carries_a_request_id(api, stack):
+def test_every_response_carries_a_request_id_and_the_replica(api, stack):
     generated = api.get("/health")
+    assert generated.headers["x-served-by"] == socket.gethostname()
     assert re.fullmatch(r"[0-9a-f]{32}", generated.headers["x-request-id"])
     assert api.get("/health", headers={"X-Request-ID": "trace-123"}).headers["x-request-id"] == "trace-123"
     # An unsafe id is replaced rather than echoed into logs and headers.
@@ -58,3 +66,16 @@ def test_metrics_add_up_across_gunicorn_workers(stack, api):
     assert sample(text, "http_request_duration_seconds_count", route="/api/items/{item_id}", method="GET") >= 60
     # The route template is the label, never the raw path.
     assert missing not in text
+
+
+@pytest.mark.parametrize("role", ["api", "worker", "beat"])
+def test_container_healthcheck_for_each_role(stack, role):
+    env = {**os.environ, **stack.env, "BIND": f"127.0.0.1:{stack.api.port}", "PYTHONPATH": str(REPO_ROOT)}
+    result = subprocess.run([sys.executable, "-m", "app.healthcheck", role], env=env, capture_output=True, timeout=30)
+    assert result.returncode == 0, result.stderr.decode()
+
+
+def test_container_healthcheck_fails_when_the_api_is_not_there(stack):
+    env = {**os.environ, **stack.env, "BIND": "127.0.0.1:1", "PYTHONPATH": str(REPO_ROOT)}
+    result = subprocess.run([sys.executable, "-m", "app.healthcheck", "api"], env=env, capture_output=True, timeout=30)
+    assert result.returncode == 1 and b"api unhealthy" in result.stderr

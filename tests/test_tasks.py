@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import socket
 import threading
 from collections import defaultdict
 from collections.abc import Iterator
@@ -47,6 +48,7 @@ def test_submit_answers_at_once_and_reports_progress_until_success(api):
     assert final["result"]["sha256"] == expected_digest(data, 400)
     assert final["progress"] == {"current": 400, "total": 400, "percent": 100.0}
     assert final["finished_at"] is not None
+    assert final["worker"] in {"worker1@" + socket.gethostname(), "worker2@" + socket.gethostname()}
 
 
 def test_report_reads_mongodb_and_stores_its_document(api, mongo, unique):
