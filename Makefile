@@ -1,16 +1,20 @@
-# Entry points: `make test` (the whole suite, installing what it needs) and `make run`
-# (the whole system as local processes). See README.md.
+# Entry points: `make up` (the whole stack under docker compose, healthy) and `make test`
+# (every test, installing what it needs). See README.md.
 SHELL := /bin/bash
 PYTHON ?= python3.11
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: help deps venv test lint run bench clean
+.PHONY: help deps venv test lint up down env local-images run bench clean
 
 help:
+	@echo "make up     - the whole stack under docker compose, healthy (installs Docker if missing)"
+	@echo "make down   - stop it (data volumes are kept)"
 	@echo "make test   - install what is missing, then run every test against real servers"
-	@echo "make run    - run the API, workers, beat and their servers locally (Ctrl-C stops)"
+	@echo "make env    - write .env with freshly generated secrets (never overwrites)"
+	@echo "make local-images - build every image from Debian packages (no registry needed)"
+	@echo "make run    - the API, workers, beat and their servers as local processes (no Docker)"
 	@echo "make bench  - measure raw MongoDB reads vs uncached vs cached API reads"
 	@echo "make lint   - ruff"
 
@@ -32,6 +36,18 @@ test: deps venv
 lint: venv
 	$(BIN)/ruff check app devstack tests benchmarks
 	$(BIN)/ruff format --check app devstack tests benchmarks
+
+up:
+	@scripts/up.sh
+
+down:
+	docker compose down
+
+env:
+	@python3 scripts/envfile.py generate
+
+local-images:
+	@scripts/local-images.sh
 
 run: deps venv
 	$(BIN)/python -m devstack

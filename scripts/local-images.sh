@@ -4,9 +4,11 @@
 # RabbitMQ, nginx and a MongoDB-protocol stand-in (SecantusDB) on it. Then point the image
 # variables in .env at them (the app image is built on local/python by compose).
 #
+# Usage: scripts/local-images.sh [ENV_FILE]   (default: .env)
 # PIP_CA_BUNDLE: CA bundle for pip inside the builds (default: the host's).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+env_file=${1:-.env}
 
 scripts/docker-engine.sh
 
@@ -27,4 +29,4 @@ fi
 
 docker compose -f docker/local/images.yml build python redis rabbitmq nginx
 docker compose -f docker/local/images.yml build mongo
-"${PYTHON:-python3}" scripts/envfile.py use-local-images
+"${PYTHON:-python3}" scripts/envfile.py use-local-images --file "$env_file"

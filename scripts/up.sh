@@ -1,0 +1,45 @@
+#!/usr/bin/env bash
+# `make up`: the whole stack, healthy, from nothing. Starts a Docker engine if needed,
+# writes .env with generated secrets if there is none, uses the official images or builds
+# stand-ins from Debian packages where no registry is reachable, then waits until every
+# service is healthy and says where things are.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+scripts/docker-engine.sh
+
+project=$( (sed -n 's/^COMPOSE_PROJECT_NAME=//p' .env 2>/dev/null || true) | tail -1)
+project=${project:-microservices}
+if [ ! -f .env ] && [ -n "$(docker volume ls -q --filter "label=com.docker.compose.project=$project")" ]; then
+    cat >&2 <<MSG
+error: data volumes of an earlier stack exist ($project), but .env is gone: the databases there
+were initialised with the passwords it held. Restore that .env, or delete the old data with
+  docker compose -p $project down -v
+and run make up again.
+MSG
+    exit 1
+fi
+python3 scripts/envfile.py generate
+scripts/ensure-images.sh .env
+
+# nginx asks for 65535 open files; some daemons allow fewer, and the container would not start.
+limit=$(awk '/Max open files/ {print $5}' "/proc/$(pgrep -o dockerd)/limits" 2>/dev/null || true)
+if [ -n "${limit:-}" ] && [ "$limit" != "unlimited" ] && [ "$limit" -lt 65535 ] && [ -z "${NGINX_NOFILE:-}" ]; then
+    export NGINX_NOFILE=$limit
+fi
+
+started=$(date +%s)
+docker compose up -d --build --wait
+port=$(sed -n 's/^HTTP_PORT=//p' .env | tail -1)
+ui=$(sed -n 's/^RABBITMQ_UI_PORT=//p' .env | tail -1)
+base="http://localhost${port:+:$port}"
+[ "${port:-80}" = "80" ] && base="http://localhost"
+cat <<MSG
+
+The stack is up and healthy ($(( $(date +%s) - started ))s).
+  API            $base/api/items   (writes need X-API-Key: see API_KEYS in .env)
+  Docs           $base/docs  and  $base/redoc
+  Health         $base/health/ready
+  RabbitMQ UI    http://127.0.0.1:${ui:-15672}  (user and password: RABBITMQ_USER, RABBITMQ_PASSWORD in .env)
+  Logs           docker compose logs -f        Stop: make down
+MSG

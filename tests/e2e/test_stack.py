@@ -1,0 +1,154 @@
+"""The compose stack from the outside: through nginx on the published port."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import time
+from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
+
+import httpx
+from e2e_stack import task_result
+
+
+def test_every_service_is_up_and_healthy(compose_stack):
+    services = compose_stack.services()
+    counts = Counter(s["Service"] for s in services)
+    assert counts == {"nginx": 1, "api": 3, "worker": 3, "beat": 1, "mongodb": 1, "redis": 1, "rabbitmq": 1}
+    unhealthy = [
+        (s["Name"], s["State"], s["Health"]) for s in services if (s["State"], s["Health"]) != ("running", "healthy")
+    ]
+    assert not unhealthy
+
+
+def test_crud_async_readiness_and_docs_through_nginx(compose_stack, unique):
+    with compose_stack.writer() as api:
+        ready = api.get("/health/ready")
+        assert ready.status_code == 200, ready.text
+        assert set(ready.json()["checks"]) == {"mongodb", "redis", "rabbitmq"}
+
+        created = api.post("/api/items", json={"name": unique(), "price": 3.5, "tags": ["e2e"]})
+        assert created.status_code == 201, created.text
+        location = created.headers["location"]
+        assert api.get(location).json() == created.json()
+        assert api.patch(location, json={"price": 4.0}).json()["price"] == 4.0
+        assert api.get(location).json()["price"] == 4.0
+        assert api.delete(location).status_code == 204
+        assert api.get(location).status_code == 404
+
+        submitted = api.post("/api/async/process", json={"data": {"e2e": True}, "iterations": 30})
+        assert submitted.status_code == 202
+        final = task_result(api, submitted.json()["task_id"])
+        assert final["state"] == "SUCCESS" and final["result"]["iterations"] == 30
+
+        docs = api.get("/docs")
+        assert docs.status_code == 200 and "swagger-ui" in docs.text
+        assert "cdn.jsdelivr.net" in docs.headers["content-security-policy"]
+        assert api.get("/redoc").status_code == 200
+        assert api.get("/openapi.json").json()["info"]["title"] == "Microservices API"
+
+
+def test_security_headers_and_request_ids(compose_stack):
+    with compose_stack.client() as client:
+        response = client.get("/health", headers={"X-Request-ID": "e2e-trace-1"})
+        assert response.headers["x-request-id"] == "e2e-trace-1"
+        for header in ("x-content-type-options", "x-frame-options", "referrer-policy", "content-security-policy"):
+            assert header in response.headers
+        assert "server" not in response.headers or "nginx/" not in response.headers["server"]
+        # Metrics are for the internal network only.
+        assert client.get("/metrics").status_code == 404
+    log = compose_stack.compose("logs", "--no-log-prefix", "nginx").stdout
+    line = next(json.loads(line) for line in log.splitlines() if "e2e-trace-1" in line)
+    assert line["upstream_addr"] and line["upstream_response_time"] and line["status"] == 200
+
+
+def test_requests_are_spread_over_all_three_replicas(compose_stack):
+    with compose_stack.client() as client:
+        served_by = Counter(client.get("/health").headers["x-served-by"] for _ in range(30))
+    replicas = {container[:12] for container in compose_stack.containers("api")}
+    assert set(served_by) == replicas, served_by
+    assert min(served_by.values()) >= 5  # round robin, not just "touched once"
+
+
+def test_rate_limit_answers_429_json_to_the_flooding_client_only(compose_stack):
+    time.sleep(2)  # a full bucket
+    api_container = compose_stack.containers("api")[0]
+    # A second client, from another address (an API replica on the frontend network),
+    # paced at 20 requests per second while the host floods.
+    calm = subprocess.Popen(
+        [
+            "docker",
+            "exec",
+            api_container,
+            "python",
+            "-c",
+            "import time, urllib.request\n"
+            "codes = []\n"
+            "for _ in range(60):\n"
+            "    codes.append(urllib.request.urlopen('http://nginx/health', timeout=5).status)\n"
+            "    time.sleep(0.05)\n"
+            "print(sorted(set(codes)))",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    time.sleep(0.5)
+    limits = httpx.Limits(max_connections=50)
+    with httpx.Client(base_url=compose_stack.url, timeout=15, limits=limits) as client:
+        with ThreadPoolExecutor(50) as pool:
+            responses = list(pool.map(lambda _: client.get("/health"), range(600)))
+    out, err = calm.communicate(timeout=60)
+
+    statuses = Counter(r.status_code for r in responses)
+    assert statuses[429] > 100, statuses
+    assert statuses[200] >= 100, statuses  # the burst allowance
+    limited = next(r for r in responses if r.status_code == 429)
+    assert limited.headers["content-type"] == "application/json"
+    assert "100 per second" in limited.json()["detail"]
+    assert limited.headers["x-content-type-options"] == "nosniff"
+    assert calm.returncode == 0 and out.strip() == "[200]", (out, err)
+
+
+def test_the_tls_server_turns_on_when_certificates_are_given(compose_stack, tmp_path):
+    cert, key = tmp_path / "tls.crt", tmp_path / "tls.key"
+    subprocess.run(
+        [
+            "openssl",
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "2",
+            "-subj",
+            "/CN=localhost",
+            "-keyout",
+            str(key),
+            "-out",
+            str(cert),
+        ],
+        check=True,
+        capture_output=True,
+        timeout=60,
+    )
+    https_port = compose_stack.env["HTTPS_PORT"]
+    with httpx.Client(verify=False, timeout=5) as client:  # noqa: S501 - a self-signed test certificate
+        try:
+            client.get(f"https://127.0.0.1:{https_port}/health")
+            raise AssertionError("HTTPS answered without certificates")
+        except httpx.HTTPError:
+            pass
+
+        compose_stack.extra_env.update({"TLS_CERT_FILE": str(cert), "TLS_KEY_FILE": str(key)})
+        try:
+            compose_stack.compose("up", "-d", "--wait", "nginx")
+            response = client.get(f"https://127.0.0.1:{https_port}/health")
+            assert response.status_code == 200 and response.json()["status"] == "ok"
+            assert response.headers["strict-transport-security"].startswith("max-age=")
+            assert response.headers["x-frame-options"] == "DENY"
+        finally:
+            del compose_stack.extra_env["TLS_CERT_FILE"], compose_stack.extra_env["TLS_KEY_FILE"]
+            compose_stack.compose("up", "-d", "--wait", "nginx")
