@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Install the Debian packages the test suite and the local stack run: redis-server and
 # rabbitmq-server (started by the tests on their own ports, never as system services),
-# and Python 3.11 with venv. Idempotent: does nothing when everything is present.
+# Python 3.11 with venv, and for the compose stack's tests Docker (docker.io), debootstrap
+# (images without a registry) and openssl. Idempotent: does nothing when all is present.
 set -euo pipefail
 
 missing=()
@@ -12,6 +13,9 @@ if ! command -v python3.11 >/dev/null 2>&1; then
 elif ! python3.11 -c 'import ensurepip, venv' >/dev/null 2>&1; then
     missing+=(python3.11-venv)
 fi
+command -v dockerd >/dev/null 2>&1 || missing+=(docker.io)
+command -v debootstrap >/dev/null 2>&1 || missing+=(debootstrap)
+command -v openssl >/dev/null 2>&1 || missing+=(openssl)
 
 if [ ${#missing[@]} -eq 0 ]; then
     exit 0
