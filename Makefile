@@ -6,7 +6,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: help deps venv test lint up down env local-images run bench clean
+.PHONY: help deps venv test lint up down env local-images infra-venv run bench clean
 
 help:
 	@echo "make up     - the whole stack under docker compose, healthy (installs Docker if missing)"
@@ -15,6 +15,7 @@ help:
 	@echo "make env    - write .env with freshly generated secrets (never overwrites)"
 	@echo "make local-images - build every image from Debian packages (no registry needed)"
 	@echo "make run    - the API, workers, beat and their servers as local processes (no Docker)"
+	@echo "make infra-venv - the virtualenv the Pulumi program runs in (.venv-infra)"
 	@echo "make bench  - measure raw MongoDB reads vs uncached vs cached API reads"
 	@echo "make lint   - ruff"
 
@@ -30,12 +31,12 @@ $(STAMP): requirements.txt requirements-dev.txt
 venv: $(STAMP)
 
 test: deps venv
-	$(BIN)/ruff check app devstack tests benchmarks
+	$(BIN)/ruff check app devstack tests benchmarks infra ansible
 	$(BIN)/pytest $(PYTEST_ARGS)
 
 lint: venv
-	$(BIN)/ruff check app devstack tests benchmarks
-	$(BIN)/ruff format --check app devstack tests benchmarks
+	$(BIN)/ruff check app devstack tests benchmarks infra ansible
+	$(BIN)/ruff format --check app devstack tests benchmarks infra ansible
 
 up:
 	@scripts/up.sh
@@ -49,6 +50,15 @@ env:
 local-images:
 	@scripts/local-images.sh
 
+# Pulumi.yaml names .venv-infra; created here from infra/requirements.txt (Pulumi would
+# otherwise fill it from the top-level requirements.txt, which is the app's).
+infra-venv: .venv-infra/.installed
+
+.venv-infra/.installed: infra/requirements.txt
+	@test -x .venv-infra/bin/python || $(PYTHON) -m venv .venv-infra
+	.venv-infra/bin/pip install --quiet -r infra/requirements.txt
+	@touch $@
+
 run: deps venv
 	$(BIN)/python -m devstack
 
@@ -56,4 +66,4 @@ bench: deps venv
 	$(BIN)/python -m benchmarks.read_path
 
 clean:
-	rm -rf $(VENV) .pytest_cache .ruff_cache .hypothesis benchmarks/results
+	rm -rf $(VENV) .venv-infra .pytest_cache .ruff_cache .hypothesis benchmarks/results

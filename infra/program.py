@@ -1,0 +1,31 @@
+"""The Pulumi program: configuration → provider resources → outputs for the rollout."""
+
+from __future__ import annotations
+
+import pulumi
+
+from infra import config as stack_config
+from infra import inventory, providers
+from infra.secrets import Secrets
+
+
+def run() -> None:
+    config = stack_config.load()  # raises ConfigError before any resource is declared
+    secrets = Secrets("secrets")
+    deployment = providers.deploy(config)
+
+    pulumi.export(
+        "hosts",
+        {
+            tier: [
+                {"name": h.name, "zone": h.zone, "private_ip": h.private_ip, "public_ip": h.public_ip} for h in hosts
+            ]
+            for tier, hosts in deployment.hosts.items()
+        },
+    )
+    pulumi.export("lb_public_ip", deployment.lb_public_ip)
+    pulumi.export("bastion_public_ip", deployment.bastion_public_ip)
+    pulumi.export("ssh_user", config.ssh_user)
+    pulumi.export("app_image", deployment.app_image)
+    pulumi.export("secrets", secrets.as_output())
+    pulumi.export("ansible_inventory", inventory.build(deployment, config.ssh_user))

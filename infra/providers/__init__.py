@@ -1,0 +1,43 @@
+"""Cloud providers: each module maps the topology (infra/topology.py) to one cloud's
+resources and returns a `Deployment`. Adding a cloud means adding a module here and a line
+in PROVIDERS; the topology, the secrets and the outputs stay as they are."""
+
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import pulumi
+
+if TYPE_CHECKING:
+    from infra.config import StackConfig
+
+
+@dataclass
+class Host:
+    name: str
+    tier: str
+    zone: str
+    private_ip: pulumi.Output[str]
+    public_ip: pulumi.Output[str] | None = None
+
+
+@dataclass
+class Deployment:
+    """What every provider hands back: hosts per tier, the public entry points and the image."""
+
+    hosts: dict[str, list[Host]]
+    lb_public_ip: pulumi.Output[str]
+    bastion_public_ip: pulumi.Output[str]
+    app_image: pulumi.Output[str]
+
+
+# Each module has `deploy(config: StackConfig) -> Deployment`.
+PROVIDERS = {"aws": "infra.providers.aws"}
+
+
+def deploy(config: StackConfig) -> Deployment:
+    """Declare the stack's resources on its provider."""
+    module = importlib.import_module(PROVIDERS[config.provider])
+    return module.deploy(config)

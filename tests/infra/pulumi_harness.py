@@ -1,0 +1,120 @@
+"""Run the Pulumi program under the SDK's mocks with a stack file's configuration, and record
+every resource it declares with its inputs (the Pulumi CLI is not needed)."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pulumi
+import yaml
+from pulumi.runtime import settings
+from pulumi.runtime.mocks import MockCallArgs, MockResourceArgs
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+PROJECT = "microservices"
+TEST_SSH_KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIBy6z5mJ0lZz9oJd1xw7Qmxk0kYgYQ4n0zT1z1gkQ0c1 ops@example.com"
+
+
+@dataclass
+class Resource:
+    type: str
+    name: str
+    inputs: dict[str, Any]
+    id: str
+
+
+@dataclass
+class Recorder(pulumi.runtime.Mocks):
+    resources: list[Resource] = field(default_factory=list)
+    calls: list[str] = field(default_factory=list)
+
+    def new_resource(self, args: MockResourceArgs) -> tuple[str, dict]:
+        outputs = dict(args.inputs)
+        index = sum(1 for r in self.resources if r.type == args.typ) + 1
+        if args.typ == "aws:ec2/instance:Instance":
+            outputs["privateIp"] = f"10.99.{index}.10"
+        elif args.typ == "aws:ec2/eip:Eip":
+            outputs["publicIp"] = f"198.51.100.{index}"
+        elif args.typ == "random:index/randomPassword:RandomPassword":
+            outputs["result"] = f"generated-{args.name}-" + "x" * 20
+        elif args.typ == "aws:ecr/repository:Repository":
+            outputs["repositoryUrl"] = f"123456789012.dkr.ecr.eu-central-1.amazonaws.com/{args.inputs['name']}"
+            outputs["registryId"] = "123456789012"
+        elif args.typ == "docker:index/image:Image":
+            outputs["repoDigest"] = outputs["imageName"].split(":")[0] + "@sha256:" + "ab" * 32
+        elif args.typ == "aws:ec2/keyPair:KeyPair":
+            outputs["keyName"] = f"{args.name}-key"
+        resource_id = f"{args.name}_id"
+        self.resources.append(Resource(args.typ, args.name, dict(args.inputs), resource_id))
+        return resource_id, outputs
+
+    def call(self, args: MockCallArgs) -> dict:
+        self.calls.append(args.token)
+        if args.token == "aws:ec2/getAmi:getAmi":
+            return {"id": "ami-0debian12example", "name": "debian-12-amd64-20261101-1234", "architecture": "x86_64"}
+        if args.token == "aws:ecr/getAuthorizationToken:getAuthorizationToken":
+            return {
+                "userName": "AWS",
+                "password": "ecr-token",
+                "authorizationToken": "token",
+                "proxyEndpoint": "https://123456789012.dkr.ecr.eu-central-1.amazonaws.com",
+            }
+        return {}
+
+    def of_type(self, type_: str) -> list[Resource]:
+        return [r for r in self.resources if r.type == type_]
+
+    def by_id(self, resource_id: str) -> Resource:
+        return next(r for r in self.resources if r.id == resource_id)
+
+
+@dataclass
+class Run:
+    recorder: Recorder
+    outputs: dict[str, Any]
+    secret_outputs: set[str]
+
+
+def stack_config(stack_file: str, overrides: dict[str, Any] | None = None) -> dict[str, Any]:
+    config = yaml.safe_load((REPO_ROOT / stack_file).read_text())["config"]
+    # What a user sets before `pulumi up` (see the stack file's header).
+    config.setdefault(f"{PROJECT}:sshPublicKey", TEST_SSH_KEY)
+    for key, value in (overrides or {}).items():
+        if value is None:
+            config.pop(f"{PROJECT}:{key}", None)
+        else:
+            config[f"{PROJECT}:{key}"] = value
+    return config
+
+
+def run_program(stack: str, config: dict[str, Any]) -> Run:
+    """Run infra.program under mocks; return the recorded resources and the resolved outputs."""
+    from infra import program
+
+    recorder = Recorder()
+    settings.set_root_resource(None)
+    pulumi.runtime.set_mocks(recorder, project=PROJECT, stack=stack, preview=False)
+    # Pulumi hands structured values to programs as JSON strings.
+    pulumi.runtime.set_all_config({k: v if isinstance(v, str) else json.dumps(v) for k, v in config.items()})
+    resolved: dict[str, Any] = {}
+    secret: set[str] = set()
+
+    @pulumi.runtime.test
+    def body() -> pulumi.Output:
+        program.run()
+        outputs = settings.get_root_resource().outputs
+
+        async def collect() -> None:
+            for name, value in outputs.items():
+                output = pulumi.Output.from_input(value)
+                resolved[name] = await output.future()
+                if await output.is_secret():
+                    secret.add(name)
+
+        return pulumi.Output.from_input(collect())
+
+    body()
+    return Run(recorder, resolved, secret)
