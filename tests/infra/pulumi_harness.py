@@ -90,11 +90,11 @@ def stack_config(stack_file: str, overrides: dict[str, Any] | None = None) -> di
     return config
 
 
-def run_program(stack: str, config: dict[str, Any]) -> Run:
+def run_program(stack: str, config: dict[str, Any], recorder: Recorder | None = None) -> Run:
     """Run infra.program under mocks; return the recorded resources and the resolved outputs."""
     from infra import program
 
-    recorder = Recorder()
+    recorder = recorder if recorder is not None else Recorder()
     settings.set_root_resource(None)
     pulumi.runtime.set_mocks(recorder, project=PROJECT, stack=stack, preview=False)
     # Pulumi hands structured values to programs as JSON strings.

@@ -9,7 +9,7 @@ import sys
 from collections import Counter, defaultdict
 
 import pytest
-from pulumi_harness import REPO_ROOT, Run, run_program, stack_config
+from pulumi_harness import REPO_ROOT, Recorder, Run, run_program, stack_config
 
 from infra.config import ConfigError
 
@@ -302,10 +302,12 @@ BAD_CONFIGS = [
 @pytest.mark.parametrize(("stack", "overrides", "message"), BAD_CONFIGS)
 def test_bad_configuration_fails_before_any_resource(stack, overrides, message):
     config = stack_config(STACKS[stack], overrides)
+    recorder = Recorder()
     with pytest.raises(ConfigError) as error:
-        run_program(stack, config)
+        run_program(stack, config, recorder)
     assert message in str(error.value)
     assert f"stack '{stack}' is misconfigured" in str(error.value)
+    assert recorder.resources == [] and recorder.calls == []
 
 
 def test_every_problem_is_reported_at_once():
