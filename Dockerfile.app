@@ -33,6 +33,7 @@ COPY --chown=root:root app /srv/app
 ENV PATH=/opt/venv/bin:$PATH \
     PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
+    APP_VERSION=${VERSION} \
     APP_ROLE=api \
     BIND=0.0.0.0:8000 \
     PROMETHEUS_MULTIPROC_DIR=/tmp/prometheus

@@ -6,7 +6,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: help deps venv test lint up down env local-images infra-venv run bench clean
+.PHONY: help deps venv test lint up down env local-images infra-venv lab-up lab-down run bench clean
 
 help:
 	@echo "make up     - the whole stack under docker compose, healthy (installs Docker if missing)"
@@ -16,6 +16,7 @@ help:
 	@echo "make local-images - build every image from Debian packages (no registry needed)"
 	@echo "make run    - the API, workers, beat and their servers as local processes (no Docker)"
 	@echo "make infra-venv - the virtualenv the Pulumi program runs in (.venv-infra)"
+	@echo "make lab-up / lab-down - a local multi-host lab (containers acting as VMs) for Ansible"
 	@echo "make bench  - measure raw MongoDB reads vs uncached vs cached API reads"
 	@echo "make lint   - ruff"
 
@@ -58,6 +59,12 @@ infra-venv: .venv-infra/.installed
 	@test -x .venv-infra/bin/python || $(PYTHON) -m venv .venv-infra
 	.venv-infra/bin/pip install --quiet -r infra/requirements.txt
 	@touch $@
+
+lab-up: deps venv
+	$(BIN)/python ansible/lab/lab.py up
+
+lab-down: venv
+	$(BIN)/python ansible/lab/lab.py down
 
 run: deps venv
 	$(BIN)/python -m devstack

@@ -34,7 +34,12 @@ def create_celery() -> Celery:
         backend=settings.celery_result_backend,
         include=["app.tasks"],
     )
-    exchange = Exchange("tasks", type="direct", durable=True)
+    # A topic exchange: RabbitMQ's native delayed delivery (countdowns on quorum queues) needs
+    # one; routing keys are the queue names.
+    exchange = Exchange("tasks", type="topic", durable=True)
+    # Quorum queues are replicated across a RabbitMQ cluster; Celery then turns off global
+    # QoS and uses RabbitMQ's native delayed delivery for countdowns (retries).
+    queue_arguments = {"x-queue-type": "quorum"} if settings.celery_queue_type == "quorum" else None
     app.conf.update(
         task_serializer="json",
         result_serializer="json",
@@ -54,8 +59,8 @@ def create_celery() -> Celery:
         # A down broker makes a submit fail fast (503) instead of blocking the request.
         task_publish_retry_policy={"max_retries": 2, "interval_start": 0, "interval_step": 0.2, "interval_max": 0.5},
         task_queues=(
-            Queue(DEFAULT_QUEUE, exchange, routing_key=DEFAULT_QUEUE, durable=True),
-            Queue(HEAVY_QUEUE, exchange, routing_key=HEAVY_QUEUE, durable=True),
+            Queue(DEFAULT_QUEUE, exchange, routing_key=DEFAULT_QUEUE, durable=True, queue_arguments=queue_arguments),
+            Queue(HEAVY_QUEUE, exchange, routing_key=HEAVY_QUEUE, durable=True, queue_arguments=queue_arguments),
         ),
         task_default_queue=DEFAULT_QUEUE,
         task_default_exchange="tasks",

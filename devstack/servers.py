@@ -241,6 +241,19 @@ class RabbitMQServer(Process):
     def url(self) -> str:
         return f"amqp://{self.user}:{self.password}@127.0.0.1:{self.port}//"
 
+    def ctl(self, *args: str) -> str:
+        """Run rabbitmqctl against this node."""
+        result = subprocess.run(
+            ["/usr/lib/rabbitmq/bin/rabbitmqctl", "-n", self.nodename, *args],
+            env=self.environment(),
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        if result.returncode != 0:
+            raise ServerError(f"rabbitmqctl {' '.join(args)}: {result.stderr.strip()}")
+        return result.stdout
+
     def ready(self) -> bool:
         import amqp
 

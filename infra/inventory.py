@@ -12,37 +12,56 @@ import pulumi
 
 from infra.providers import Deployment
 
-GROUPS = {"lb": "lb", "api": "api", "workers": "workers", "data": "data", "bastion": "bastion"}
+GROUPS = ("lb", "api", "workers", "data", "bastion")
 
 
-def build(deployment: Deployment, ssh_user: str) -> pulumi.Output[dict[str, Any]]:
-    def render(args: dict[str, Any]) -> dict[str, Any]:
-        bastion_ip = args["bastion"]
-        children: dict[str, Any] = {}
-        for tier, group in GROUPS.items():
-            hosts = {}
-            for host, private_ip, public_ip in args["hosts"][tier]:
-                address = public_ip if tier == "bastion" else private_ip
-                variables = {"ansible_host": address, "private_ip": private_ip, "zone": host.zone}
-                if public_ip:
-                    variables["public_ip"] = public_ip
-                hosts[host.name] = variables
-            children[group] = {"hosts": hosts}
-        jump = f"-o ProxyJump={ssh_user}@{bastion_ip} -o StrictHostKeyChecking=accept-new"
-        children["behind_bastion"] = {
-            "children": {group: {} for tier, group in GROUPS.items() if tier != "bastion"},
-            "vars": {"ansible_ssh_common_args": jump},
-        }
-        return {
-            "all": {
-                "vars": {"ansible_user": ssh_user, "app_image": args["image"], "lb_public_ip": args["lb"]},
-                "children": children,
-            }
-        }
+def render(
+    hosts: dict[str, list[dict[str, Any]]],
+    *,
+    bastion_address: str,
+    ssh_user: str,
+    app_image: str,
+    lb_public_ip: str,
+    admin_cidrs: list[str],
+    jump_options: str = "-o StrictHostKeyChecking=accept-new",
+    extra_vars: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """The inventory, from plain values: hosts per tier, each {name, zone, private_ip, public_ip}.
 
+    Also used by the local lab (ansible/lab/lab.py), so both inventories have one shape.
+    """
+    children: dict[str, Any] = {}
+    for group in GROUPS:
+        members = {}
+        for host in hosts[group]:
+            address = host["public_ip"] if group == "bastion" else host["private_ip"]
+            variables = {"ansible_host": address, "private_ip": host["private_ip"], "zone": host["zone"]}
+            if host.get("public_ip"):
+                variables["public_ip"] = host["public_ip"]
+            members[host["name"]] = variables
+        children[group] = {"hosts": members}
+    children["behind_bastion"] = {
+        "children": {group: {} for group in GROUPS if group != "bastion"},
+        "vars": {"ansible_ssh_common_args": f"-o ProxyJump={ssh_user}@{bastion_address} {jump_options}".strip()},
+    }
+    variables = {
+        "ansible_user": ssh_user,
+        "app_image": app_image,
+        "lb_public_ip": lb_public_ip,
+        "admin_cidrs": admin_cidrs,
+        **(extra_vars or {}),
+    }
+    return {"all": {"vars": variables, "children": children}}
+
+
+def build(deployment: Deployment, ssh_user: str, admin_cidrs: list[str]) -> pulumi.Output[dict[str, Any]]:
+    """The inventory as a Pulumi output, once every address is known."""
     hosts = {
-        tier: pulumi.Output.all(*[pulumi.Output.all(h.private_ip, h.public_ip) for h in deployment.hosts[tier]]).apply(
-            lambda pairs, tier=tier: [(h, *pair) for h, pair in zip(deployment.hosts[tier], pairs, strict=True)]
+        tier: pulumi.Output.all(
+            *[
+                pulumi.Output.all(name=h.name, zone=h.zone, private_ip=h.private_ip, public_ip=h.public_ip)
+                for h in deployment.hosts[tier]
+            ]
         )
         for tier in GROUPS
     }
@@ -51,4 +70,13 @@ def build(deployment: Deployment, ssh_user: str) -> pulumi.Output[dict[str, Any]
         bastion=deployment.bastion_public_ip,
         lb=deployment.lb_public_ip,
         image=deployment.app_image,
-    ).apply(render)
+    ).apply(
+        lambda args: render(
+            {tier: list(members) for tier, members in args["hosts"].items()},
+            bastion_address=args["bastion"],
+            ssh_user=ssh_user,
+            app_image=args["image"],
+            lb_public_ip=args["lb"],
+            admin_cidrs=admin_cidrs,
+        )
+    )

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import secrets
+import shutil
 import tempfile
 import time
 from collections.abc import Callable, Iterator
@@ -47,7 +48,7 @@ os.environ.update(STACK.env)
 
 
 @pytest.fixture(scope="session")
-def stack() -> Iterator[Stack]:
+def stack(request) -> Iterator[Stack]:
     started = time.monotonic()
     try:
         STACK.start_services()
@@ -60,6 +61,8 @@ def stack() -> Iterator[Stack]:
     print(f"\nstack up in {time.monotonic() - started:.1f}s at {_root}")
     yield STACK
     STACK.stop()
+    if request.session.testsfailed == 0:
+        shutil.rmtree(_root, ignore_errors=True)  # kept when something failed: the servers' logs are there
     if _external_mongo:
         with pymongo.MongoClient(STACK.mongo_url) as client:
             client.drop_database(STACK.mongo_db)

@@ -222,3 +222,11 @@ def test_unknown_task_ids_are_404_not_pending(api):
     assert response.status_code == 404
     assert "never issued" in response.json()["detail"]
     assert api.delete("/api/tasks/4b0c52a6-54b1-4b8a-9d61-2f4a0c4d6a11").status_code == 404
+
+
+def test_the_task_queues_are_durable_quorum_queues(api, stack):
+    api.post("/api/async/process", json={"data": 1, "iterations": 1})  # the queues exist once used
+    listing = stack.rabbitmq.ctl("list_queues", "--quiet", "--formatter", "json", "name", "type", "durable")
+    queues = {q["name"]: q for q in json.loads(listing)}
+    for name in ("default", "heavy"):
+        assert queues[name]["type"] == "quorum" and queues[name]["durable"] is True

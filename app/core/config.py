@@ -87,6 +87,8 @@ class Settings(BaseSettings):
     # --- Celery --------------------------------------------------------------------------
     celery_broker_url: str = "amqp://127.0.0.1:5672//"
     celery_result_backend: str = "redis://127.0.0.1:6379/1"
+    # Quorum queues are replicated on a RabbitMQ cluster (and work on a single node too).
+    celery_queue_type: Literal["classic", "quorum"] = "quorum"
     result_ttl_seconds: int = Field(3600, ge=60)
     broker_timeout_seconds: float = Field(2.0, gt=0, le=30)
     task_max_retries: int = Field(3, ge=0, le=20)
