@@ -4,6 +4,7 @@
     python ansible/lab/lab.py up      (make lab-up)
     python ansible/lab/lab.py down    (make lab-down)
     python ansible/lab/lab.py status
+    python ansible/lab/lab.py image 0.1.1   (a new app version to deploy)
 
 Hosts are containers that behave like Debian 12 VMs (systemd, sshd, python3; Docker runs
 inside them once Ansible installs it): a load balancer and a bastion on a public network,
@@ -160,6 +161,20 @@ class Lab:
             "api",
         )
         return {"app": values["APP_IMAGE"], **{service: values[var] for service, var in IMAGE_VARS.items()}}
+
+    def image(self, version: str) -> None:
+        """Build the app image as microservices-app:VERSION (reporting VERSION in /health)."""
+        if not self.env_file.exists():
+            self.images()
+        env = {**os.environ, "APP_IMAGE": f"microservices-app:{version}", "APP_VERSION": version}
+        result = subprocess.run(
+            ["docker", "compose", "-f", str(REPO_ROOT / "docker-compose.yml"), "--env-file", str(self.env_file),
+             "-p", f"{self.name}-build", "build", "api"],
+            capture_output=True, text=True, env=env, timeout=1800,
+        )
+        if result.returncode != 0:
+            raise LabError(f"building microservices-app:{version} failed:\n{result.stderr[-2000:]}")
+        print(f"built microservices-app:{version}")
 
     def build_host_image(self) -> None:
         base = "local/debian:bookworm" if self._exists_image("local/debian:bookworm") else "debian:12"
@@ -347,7 +362,8 @@ chmod 440 /etc/sudoers.d/90-cloud-init-users
 
 def main() -> int:
     parser = argparse.ArgumentParser(description="Local multi-host lab for the Ansible rollout.")
-    parser.add_argument("command", choices=["up", "down", "status"])
+    parser.add_argument("command", choices=["up", "down", "status", "image"])
+    parser.add_argument("version", nargs="?", help="for `image`: the version to build (microservices-app:VERSION)")
     parser.add_argument("--name", default=os.environ.get("LAB_NAME", "lab"), help="prefix of containers and networks")
     parser.add_argument("--dir", type=Path, default=Path(os.environ.get("LAB_DIR", REPO_ROOT / ".lab")))
     parser.add_argument(
@@ -358,7 +374,12 @@ def main() -> int:
     args = parser.parse_args()
     lab = Lab(args.name, args.dir, args.subnet)
     try:
-        getattr(lab, args.command)()
+        if args.command == "image":
+            if not args.version:
+                parser.error("image needs a VERSION, e.g. `lab.py image 0.1.1`")
+            lab.image(args.version)
+        else:
+            getattr(lab, args.command)()
     except LabError as error:
         print(f"lab: {error}", file=sys.stderr)
         return 1

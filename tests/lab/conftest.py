@@ -1,0 +1,149 @@
+"""The local multi-host lab for the rollout tests: up at the start of the module, converged
+by site.yml over SSH through the bastion, and removed at the end (LAB_KEEP=1 keeps it)."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+BIN = Path(sys.executable).parent
+LAB_NAME = "labtest"
+LAB_SUBNET = os.environ.get("LAB_TEST_SUBNET", "172.31")
+TIMINGS: list[str] = []
+RECAP = re.compile(r"^(\S+)\s+: ok=(\d+)\s+changed=(\d+)\s+unreachable=(\d+)\s+failed=(\d+)", re.M)
+
+
+@dataclass
+class PlaybookRun:
+    returncode: int
+    output: str
+    seconds: float
+    recap: dict[str, dict[str, int]] = field(default_factory=dict)
+
+
+@dataclass
+class Lab:
+    dir: Path
+
+    @property
+    def outputs(self) -> dict:
+        return json.loads((self.dir / "outputs.json").read_text())
+
+    @property
+    def lb_url(self) -> str:
+        return f"http://{self.outputs['lb_public_ip']}"
+
+    def hosts(self, tier: str) -> list[dict]:
+        return self.outputs["hosts"][tier]
+
+    def lab(self, *args: str, timeout: float = 1800) -> str:
+        result = subprocess.run(
+            [
+                sys.executable,
+                str(REPO_ROOT / "ansible/lab/lab.py"),
+                *args,
+                "--name",
+                LAB_NAME,
+                "--dir",
+                str(self.dir),
+                "--subnet",
+                LAB_SUBNET,
+            ],
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+        )
+        assert result.returncode == 0, result.stdout + result.stderr
+        return result.stdout
+
+    def playbook(self, name: str, *extra: str, timeout: float = 1800) -> PlaybookRun:
+        env = {
+            **os.environ,
+            "PATH": f"{BIN}:{os.environ['PATH']}",
+            "ANSIBLE_CONFIG": str(REPO_ROOT / "ansible/ansible.cfg"),
+            "PULUMI_OUTPUTS_FILE": str(self.dir / "outputs.json"),
+            "ANSIBLE_NOCOLOR": "1",
+            # Own control sockets: a stale one from an earlier lab with the same addresses
+            # would point at hosts that are gone.
+            "ANSIBLE_SSH_CONTROL_PATH_DIR": str(self.dir / "cp"),
+        }
+        started = time.monotonic()
+        result = subprocess.run(
+            [
+                str(BIN / "ansible-playbook"),
+                "-i",
+                str(REPO_ROOT / "ansible/inventory/pulumi.py"),
+                str(REPO_ROOT / "ansible" / name),
+                *extra,
+            ],
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            env=env,
+        )
+        output = result.stdout + result.stderr
+        (self.dir / f"{name}-{int(started)}.log").write_text(output)
+        recap = {
+            host: {"ok": int(ok), "changed": int(changed), "unreachable": int(unreachable), "failed": int(failed)}
+            for host, ok, changed, unreachable, failed in RECAP.findall(output)
+        }
+        return PlaybookRun(result.returncode, output, time.monotonic() - started, recap)
+
+    def ssh(self, host_ip: str, command: str, timeout: float = 60) -> subprocess.CompletedProcess:
+        """Run a command on a lab host, through the bastion like Ansible does."""
+        bastion = self.outputs["bastion_public_ip"]
+        return subprocess.run(
+            ["ssh", "-F", str(self.dir / "ssh_config"), "-J", bastion, host_ip, command],
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+        )
+
+
+def failed_hosts(run: PlaybookRun) -> dict[str, dict[str, int]]:
+    return {host: r for host, r in run.recap.items() if r["failed"] or r["unreachable"]}
+
+
+# Module scope: the lab's seven hosts go away as soon as the rollout tests are done.
+@pytest.fixture(scope="module")
+def lab(tmp_path_factory) -> Iterator[Lab]:
+    lab = Lab(tmp_path_factory.mktemp("lab"))
+    lab.lab("down")  # a clean start, whatever an interrupted run left
+    started = time.monotonic()
+    lab.lab("up")
+    TIMINGS.append(f"lab up: {time.monotonic() - started:.0f}s")
+    yield lab
+    if os.environ.get("LAB_KEEP") != "1":
+        lab.lab("down")
+
+
+@pytest.fixture(scope="module")
+def converged(lab: Lab) -> Lab:
+    run = lab.playbook("site.yml")
+    TIMINGS.append(f"site.yml converge from fresh hosts: {run.seconds:.0f}s")
+    assert run.returncode == 0 and not failed_hosts(run), run.output[-6000:]
+    assert set(run.recap) >= {h["name"] for tier in lab.outputs["hosts"].values() for h in tier}
+    return lab
+
+
+def pytest_terminal_summary(terminalreporter) -> None:
+    if TIMINGS:
+        terminalreporter.section("ansible lab")
+        for line in TIMINGS:
+            terminalreporter.write_line(line)
+
+
+def pytest_collection_modifyitems(items) -> None:
+    for item in items:
+        if item.path.parent.name == "lab":
+            item.add_marker(pytest.mark.timeout(2400))

@@ -1,0 +1,200 @@
+"""The Ansible rollout on the local lab: converge, idempotence, flows across hosts, rolling
+deploys (a good one, a broken one, a rollback), tier isolation and passwords."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import threading
+import time
+from collections import Counter
+
+import httpx
+import pytest
+from conftest import TIMINGS, Lab, failed_hosts
+from helpers import wait_for
+
+NEW_VERSION = "0.2.0"
+
+
+class SteadyLoad:
+    """GETs through the load balancer at ~25 per second until stopped; counts failures."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.served = 0
+        self.failures: list[str] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run)
+
+    def _run(self) -> None:
+        with httpx.Client(base_url=self.url, timeout=10) as client:
+            while not self._stop.is_set():
+                try:
+                    response = client.get("/health/ready")
+                    if response.status_code != 200:
+                        self.failures.append(f"{response.status_code}: {response.text[:120]}")
+                except httpx.HTTPError as exc:
+                    self.failures.append(repr(exc))
+                self.served += 1
+                time.sleep(0.04)
+
+    def __enter__(self) -> SteadyLoad:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join(30)
+
+
+def versions_by_host(lab: Lab, requests: int = 20) -> dict[str, set[str]]:
+    seen: dict[str, set[str]] = {}
+    with httpx.Client(base_url=lab.lb_url, timeout=10) as client:
+        for _ in range(requests):
+            response = client.get("/health")
+            seen.setdefault(response.headers["x-served-by"], set()).add(response.json()["version"])
+    return seen
+
+
+def test_site_converges_and_a_second_run_changes_nothing(converged: Lab):
+    again = converged.playbook("site.yml")
+    TIMINGS.append(f"site.yml again, nothing to do: {again.seconds:.0f}s")
+    assert again.returncode == 0 and not failed_hosts(again), again.output[-4000:]
+    changed = {host: r["changed"] for host, r in again.recap.items() if r["changed"]}
+    assert not changed, f"not idempotent: {changed}"
+
+
+def test_crud_and_async_across_hosts(converged: Lab):
+    api_hosts = {h["name"] for h in converged.hosts("api")}
+    worker_hosts = {h["name"] for h in converged.hosts("workers")}
+    key = converged.outputs["secrets"]["api_key"]
+    with httpx.Client(base_url=converged.lb_url, headers={"X-API-Key": key}, timeout=15) as api:
+        created = api.post("/api/items", json={"name": f"lab-{time.time_ns()}", "price": 2.5})
+        assert created.status_code == 201, created.text
+        item = api.get(created.headers["location"])
+        assert item.json() == created.json()
+        assert api.patch(created.headers["location"], json={"price": 3.0}).json()["price"] == 3.0
+
+        submitted = api.post("/api/async/process", json={"data": "across hosts", "iterations": 20})
+        assert submitted.status_code == 202
+        submitted_on = submitted.headers["x-served-by"]
+        assert submitted_on in api_hosts
+
+        def done_and_read_elsewhere():
+            status = api.get(submitted.json()["status_url"])
+            body = status.json()
+            if body["state"] == "SUCCESS" and status.headers["x-served-by"] != submitted_on:
+                return body
+            return None
+
+        final = wait_for(done_and_read_elsewhere, timeout=120, interval=0.3, what="result read on the other API host")
+    assert final["worker"].split("@", 1)[1] in worker_hosts  # ran on a worker host
+
+
+def test_rolling_deploy_loses_no_request(converged: Lab):
+    converged.lab("image", NEW_VERSION)
+    with SteadyLoad(converged.lb_url) as load:
+        run = converged.playbook("deploy.yml", "-e", f"app_image=microservices-app:{NEW_VERSION}")
+    TIMINGS.append(f"deploy.yml rolling {NEW_VERSION} to 2 API and 2 worker hosts: {run.seconds:.0f}s")
+    assert run.returncode == 0 and not failed_hosts(run), run.output[-6000:]
+    assert load.served > 100
+    assert not load.failures, f"{len(load.failures)} of {load.served} requests failed: {load.failures[:5]}"
+    versions = versions_by_host(converged)
+    assert set(versions) == {h["name"] for h in converged.hosts("api")}
+    assert all(v == {NEW_VERSION} for v in versions.values()), versions
+    history = converged.ssh(converged.hosts("workers")[0]["private_ip"], "cat /var/lib/microservices/history.jsonl")
+    last = json.loads(history.stdout.splitlines()[-1])
+    assert last["images"]["worker"] == f"microservices-app:{NEW_VERSION}" and last["playbook"] == "deploy"
+    assert last["image_ids"]["worker"].startswith("sha256:") and last["by"] and last["time"].endswith("Z")
+
+
+def test_a_broken_image_stops_at_the_first_host_and_is_rolled_back(converged: Lab, tmp_path):
+    dockerfile = tmp_path / "Dockerfile"
+    dockerfile.write_text(
+        f"FROM microservices-app:{NEW_VERSION}\nUSER root\n"
+        "RUN printf '\\nraise SystemExit(\"this release is broken\")\\n' >> /srv/app/main.py\nUSER app\n"
+    )
+    subprocess.run(
+        ["docker", "build", "-q", "-t", "microservices-app:broken", str(tmp_path)],
+        check=True,
+        capture_output=True,
+        timeout=600,
+    )
+    first_api = converged.hosts("api")[0]["name"]
+    with SteadyLoad(converged.lb_url) as load:
+        run = converged.playbook("deploy.yml", "-e", "app_image=microservices-app:broken")
+    TIMINGS.append(f"deploy.yml of a broken image, stopped and rolled back: {run.seconds:.0f}s")
+    assert run.returncode != 0
+    assert f"failed its health gate on {first_api}" in run.output
+    assert f"runs microservices-app:{NEW_VERSION} again" in run.output
+    assert set(failed_hosts(run)) == {first_api}  # stopped there: no other host was touched
+    assert not load.failures, f"{len(load.failures)} of {load.served} requests failed: {load.failures[:5]}"
+    versions = versions_by_host(converged)
+    assert all(v == {NEW_VERSION} for v in versions.values()) and len(versions) == 2, versions
+
+
+def test_rollback_returns_to_the_previous_image(converged: Lab):
+    with SteadyLoad(converged.lb_url) as load:
+        run = converged.playbook("rollback.yml")
+    TIMINGS.append(f"rollback.yml: {run.seconds:.0f}s")
+    assert run.returncode == 0 and not failed_hosts(run), run.output[-6000:]
+    assert not load.failures, load.failures[:5]
+    versions = versions_by_host(converged)
+    assert all(v == {"0.1.0"} for v in versions.values()), versions
+
+
+def can_connect(lab: Lab, from_ip: str, to_ip: str, port: int) -> bool:
+    probe = lab.ssh(from_ip, f"timeout 3 bash -c '</dev/tcp/{to_ip}/{port}' && echo open || echo closed")
+    assert probe.returncode == 0, probe.stderr
+    return probe.stdout.strip() == "open"
+
+
+@pytest.mark.parametrize("port", [27017, 6379, 5672, 15672])
+def test_the_load_balancer_cannot_reach_the_data_tier(converged: Lab, port):
+    lb = converged.hosts("lb")[0]["private_ip"]
+    api = converged.hosts("api")[0]["private_ip"]
+    data = converged.hosts("data")[0]["private_ip"]
+    assert not can_connect(converged, lb, data, port), f"the load balancer reaches {data}:{port}"
+    if port != 15672:  # the management UI is for the bastion only
+        assert can_connect(converged, api, data, port), f"the API host cannot reach {data}:{port}"
+
+
+def test_only_the_load_balancer_reaches_the_api_port(converged: Lab):
+    api = converged.hosts("api")[0]["private_ip"]
+    assert can_connect(converged, converged.hosts("lb")[0]["private_ip"], api, 8000)
+    assert not can_connect(converged, converged.hosts("workers")[0]["private_ip"], api, 8000)
+
+
+def test_no_data_service_takes_a_default_or_empty_password(converged: Lab):
+    data = converged.hosts("data")[0]["private_ip"]
+    probe = f"""
+import pymongo, redis, kombu
+def mongo(url):
+    try:
+        pymongo.MongoClient(url, serverSelectionTimeoutMS=3000).app.items.find_one()
+        return "accepted"
+    except pymongo.errors.OperationFailure:
+        return "refused"
+def red(password):
+    try:
+        redis.Redis(host="{data}", password=password, socket_timeout=3).ping()
+        return "accepted"
+    except (redis.AuthenticationError, redis.ResponseError):
+        return "refused"
+def amqp(user, password):
+    try:
+        kombu.Connection(f"amqp://{{user}}:{{password}}@{data}:5672/app", connect_timeout=3).connect()
+        return "accepted"
+    except Exception:
+        return "refused"
+print(mongo("mongodb://{data}:27017/?directConnection=true"),
+      mongo("mongodb://root:example@{data}:27017/?directConnection=true"),
+      mongo("mongodb://admin:admin@{data}:27017/?directConnection=true"),
+      red(None), red(""), red("redis"),
+      amqp("guest", "guest"), amqp("app", ""), amqp("admin", "admin"))
+"""
+    api = converged.hosts("api")[0]["private_ip"]
+    result = converged.ssh(api, f"sudo docker exec -i api python - <<'EOF'\n{probe}\nEOF")
+    assert result.returncode == 0, result.stderr
+    assert Counter(result.stdout.split()) == {"refused": 9}, result.stdout
