@@ -23,21 +23,22 @@ help:
 deps:
 	@scripts/install-system-deps.sh
 
-$(STAMP): requirements.txt requirements-dev.txt
+$(STAMP): requirements.txt requirements-dev.txt infra/requirements.txt pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -r requirements-dev.txt
+	$(BIN)/pip install --quiet --no-deps -e .   # the fleet-health command
 	@touch $@
 
 venv: $(STAMP)
 
 test: deps venv
-	$(BIN)/ruff check app devstack tests benchmarks infra ansible
+	$(BIN)/ruff check app devstack tests benchmarks infra ansible fleet
 	$(BIN)/pytest $(PYTEST_ARGS)
 
 lint: venv
-	$(BIN)/ruff check app devstack tests benchmarks infra ansible
-	$(BIN)/ruff format --check app devstack tests benchmarks infra ansible
+	$(BIN)/ruff check app devstack tests benchmarks infra ansible fleet
+	$(BIN)/ruff format --check app devstack tests benchmarks infra ansible fleet
 
 up:
 	@scripts/up.sh

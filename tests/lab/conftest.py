@@ -1,4 +1,4 @@
-"""The local multi-host lab for the rollout tests: up at the start of the module, converged
+"""The local multi-host lab for the rollout and fleet-health tests: up once, converged
 by site.yml over SSH through the bastion, and removed at the end (LAB_KEEP=1 keeps it)."""
 
 from __future__ import annotations
@@ -99,6 +99,21 @@ class Lab:
         }
         return PlaybookRun(result.returncode, output, time.monotonic() - started, recap)
 
+    def host(self, tier: str, index: int = 0) -> dict:
+        return self.hosts(tier)[index]
+
+    def fleet_health(
+        self, *args: str, inventory: str | None = None, timeout: float = 120
+    ) -> subprocess.CompletedProcess:
+        env = {**os.environ, "PULUMI_OUTPUTS_FILE": str(self.dir / "outputs.json")}
+        return subprocess.run(
+            [str(BIN / "fleet-health"), "-i", inventory or str(REPO_ROOT / "ansible/inventory/pulumi.py"), *args],
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            env=env,
+        )
+
     def ssh(self, host_ip: str, command: str, timeout: float = 60) -> subprocess.CompletedProcess:
         """Run a command on a lab host, through the bastion like Ansible does."""
         bastion = self.outputs["bastion_public_ip"]
@@ -114,8 +129,7 @@ def failed_hosts(run: PlaybookRun) -> dict[str, dict[str, int]]:
     return {host: r for host, r in run.recap.items() if r["failed"] or r["unreachable"]}
 
 
-# Module scope: the lab's seven hosts go away as soon as the rollout tests are done.
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def lab(tmp_path_factory) -> Iterator[Lab]:
     lab = Lab(tmp_path_factory.mktemp("lab"))
     lab.lab("down")  # a clean start, whatever an interrupted run left
@@ -127,7 +141,7 @@ def lab(tmp_path_factory) -> Iterator[Lab]:
         lab.lab("down")
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def converged(lab: Lab) -> Lab:
     run = lab.playbook("site.yml")
     TIMINGS.append(f"site.yml converge from fresh hosts: {run.seconds:.0f}s")

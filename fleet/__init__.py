@@ -1,0 +1,1 @@
+"""fleet-health: the operators' view of an environment, host by host, over SSH."""

@@ -1,0 +1,140 @@
+"""The fleet, read through Ansible itself (`ansible-inventory --list`), so the tool sees exactly
+the hosts, addresses, users, keys and jump hosts the playbooks use: the Pulumi inventory, a
+static file, or the lab's."""
+
+from __future__ import annotations
+
+import json
+import os
+import shlex
+import shutil
+import subprocess
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+TIERS = ("lb", "api", "workers", "data", "bastion")
+
+
+class InventoryError(Exception):
+    """The inventory cannot be read; the message says what to fix."""
+
+
+@dataclass
+class Target:
+    name: str
+    tiers: list[str]
+    address: str
+    port: int = 22
+    user: str | None = None
+    key: str | None = None
+    ssh_configs: list[str] = field(default_factory=list)
+    jump: str | None = None  # user@host[:port]
+    facts: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def tier(self) -> str:
+        return ",".join(self.tiers) or "-"
+
+
+def ansible_inventory() -> str:
+    for candidate in (Path(sys.executable).parent / "ansible-inventory", shutil.which("ansible-inventory")):
+        if candidate and Path(candidate).exists():
+            return str(candidate)
+    raise InventoryError("ansible-inventory is not installed (pip install ansible); it reads the inventory")
+
+
+def read(inventory: str) -> dict[str, Any]:
+    """`ansible-inventory --list`, with the playbooks' group_vars (defaults such as the images)."""
+    if not Path(inventory).exists():
+        raise InventoryError(f"inventory {inventory}: no such file")
+    result = subprocess.run(
+        [ansible_inventory(), "-i", inventory, "--list", "--playbook-dir", str(REPO_ROOT / "ansible")],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "ANSIBLE_INVENTORY_UNPARSED_FAILED": "true", "ANSIBLE_NOCOLOR": "1"},
+    )
+    if result.returncode != 0:
+        lines = [line for line in result.stderr.splitlines() if line.strip() and "WARNING" not in line]
+        raise InventoryError(f"inventory {inventory} could not be read: {' '.join(lines[-3:]) or 'unknown error'}")
+    try:
+        return json.loads(result.stdout)
+    except json.JSONDecodeError as exc:
+        raise InventoryError(f"inventory {inventory}: ansible-inventory printed no JSON ({exc})") from None
+
+
+def members(listing: dict[str, Any], group: str, seen: set[str] | None = None) -> list[str]:
+    """The hosts of a group and of its children, in inventory order."""
+    seen = seen if seen is not None else set()
+    if group in seen or group not in listing:
+        return []
+    seen.add(group)
+    hosts = list(listing[group].get("hosts", []))
+    for child in listing[group].get("children", []):
+        hosts += [h for h in members(listing, child, seen) if h not in hosts]
+    return hosts
+
+
+def ssh_options(hostvars: dict[str, Any]) -> tuple[list[str], str | None]:
+    """The -F config files and the ProxyJump from Ansible's ssh arguments."""
+    args = shlex.split(
+        " ".join(str(hostvars.get(k, "")) for k in ("ansible_ssh_common_args", "ansible_ssh_extra_args"))
+    )
+    configs, jump = [], None
+    for index, arg in enumerate(args):
+        value = args[index + 1] if index + 1 < len(args) else ""
+        if arg == "-F":
+            configs.append(value)
+        elif arg == "-J":
+            jump = value
+        elif arg == "-o" and value.lower().startswith("proxyjump="):
+            jump = value.split("=", 1)[1]
+        elif arg.lower().startswith("-oproxyjump="):
+            jump = arg.split("=", 1)[1]
+    return configs, jump
+
+
+def load(inventory: str, backlog_warn: int = 1000) -> list[Target]:
+    listing = read(inventory)
+    hostvars: dict[str, dict[str, Any]] = listing.get("_meta", {}).get("hostvars", {})
+    tier_hosts = {tier: members(listing, tier) for tier in TIERS}
+    if not hostvars:
+        raise InventoryError(f"inventory {inventory} has no hosts")
+    first_data = (tier_hosts["data"] or [None])[0]
+    first_worker = (tier_hosts["workers"] or [None])[0]
+    api_addresses = [hostvars[h].get("private_ip", hostvars[h].get("ansible_host")) for h in tier_hosts["api"]]
+
+    targets = []
+    for name, variables in hostvars.items():
+        tiers = [tier for tier in TIERS if name in tier_hosts[tier]]
+        configs, jump = ssh_options(variables)
+        images = {**(variables.get("default_images") or {}), **(variables.get("images") or {})}
+        targets.append(
+            Target(
+                name=name,
+                tiers=tiers,
+                address=str(variables.get("ansible_host", name)),
+                port=int(variables.get("ansible_port", 22)),
+                user=variables.get("ansible_user"),
+                key=variables.get("ansible_ssh_private_key_file"),
+                ssh_configs=configs,
+                jump=jump,
+                facts={
+                    "host": name,
+                    "groups": tiers,
+                    "private_ip": variables.get("private_ip", variables.get("ansible_host", name)),
+                    "app_image": variables.get("app_image", ""),
+                    "images": images,
+                    "api_hosts": api_addresses,
+                    "primary_data": name == first_data,
+                    "beat": name == first_worker,
+                    "replica_set": "rs0" if len(tier_hosts["data"]) >= 3 else "",
+                    "vhost": variables.get("rabbitmq_vhost", "app"),
+                    "backlog_warn": backlog_warn,
+                },
+            )
+        )
+    return targets

@@ -1,0 +1,363 @@
+#!/usr/bin/env python3
+"""The health checks of one host, run on the host itself (as root, for Docker).
+
+    sudo python3 - '{"host": ..., "groups": [...], ...}' < probe.py
+
+Both `fleet-health` (over SSH) and `ansible/health.yml` (ansible.builtin.script) run this
+same file, so the two agree by construction. Standard library only: hosts have python3.
+Prints one JSON object: {"host", "time": <host clock>, "checks": [{check, status, detail,
+took_ms, data}]}, status ok, warn or fail; `data` carries what the fleet view adds up.
+
+Input (JSON, first argument):
+  host, groups          inventory name and groups (lb, api, workers, data, bastion)
+  private_ip            this host's private address
+  app_image, images     the app image and {mongodb, redis, rabbitmq, nginx} images
+  api_hosts             private addresses of the API hosts (the load balancer checks them)
+  primary_data          this data node runs Redis and RabbitMQ
+  beat                  this worker host runs beat
+  replica_set           the MongoDB replica-set name, or ""
+  backlog_warn          queue depth that counts as a backlog
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor, TimeoutError
+from typing import Any
+
+CHECK_TIMEOUT = 8.0
+DISK_WARN, DISK_FAIL = 0.80, 0.92
+MEMORY_WARN, MEMORY_FAIL = 0.10, 0.03  # available fraction
+RUNS_CONTAINERS = ("lb", "api", "workers", "data")
+
+
+class Failed(Exception):
+    pass
+
+
+class Warned(Exception):
+    pass
+
+
+def sh(*command: str, timeout: float = CHECK_TIMEOUT) -> str:
+    result = subprocess.run(command, capture_output=True, text=True, timeout=timeout)
+    if result.returncode != 0:
+        raise Failed((result.stderr or result.stdout).strip().splitlines()[-1:] or [f"exit {result.returncode}"])
+    return result.stdout.strip()
+
+
+def http(url: str, timeout: float = 4.0) -> tuple[int, str]:
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as response:  # noqa: S310 - our own hosts
+            return response.status, response.read(2000).decode(errors="replace")
+    except urllib.error.HTTPError as error:
+        return error.code, error.read(2000).decode(errors="replace")
+    except (urllib.error.URLError, OSError) as error:
+        raise Failed(f"{url}: {getattr(error, 'reason', error)}") from None
+
+
+# --- every host --------------------------------------------------------------------------
+
+
+def disk(_: dict) -> str:
+    details = []
+    worst = 0.0
+    for path in ("/", "/var/lib/docker"):
+        if os.path.isdir(path):
+            usage = shutil.disk_usage(path)
+            used = usage.used / usage.total
+            worst = max(worst, used)
+            details.append(f"{path} {used:.0%} used, {usage.free / 2**30:.1f} GiB free")
+    detail = "; ".join(dict.fromkeys(details))
+    if worst >= DISK_FAIL:
+        raise Failed(detail)
+    if worst >= DISK_WARN:
+        raise Warned(detail)
+    return detail
+
+
+def memory(_: dict) -> str:
+    info = {}
+    with open("/proc/meminfo") as meminfo:
+        for line in meminfo:
+            name, value = line.split(":", 1)
+            info[name] = int(value.split()[0])
+    available = info["MemAvailable"] / info["MemTotal"]
+    detail = f"{info['MemAvailable'] / 2**20:.1f} of {info['MemTotal'] / 2**20:.1f} GiB available"
+    if available < MEMORY_FAIL:
+        raise Failed(detail)
+    if available < MEMORY_WARN:
+        raise Warned(detail)
+    return detail
+
+
+def load(_: dict) -> str:
+    one, five, _fifteen = os.getloadavg()
+    cpus = os.cpu_count() or 1
+    detail = f"load {one:.2f} / {five:.2f} on {cpus} CPUs"
+    if five > 2 * cpus:
+        raise Warned(detail)
+    return detail
+
+
+def docker_engine(_: dict) -> str:
+    return "Docker " + sh("docker", "info", "--format", "{{.ServerVersion}}")
+
+
+# --- containers --------------------------------------------------------------------------
+
+
+def expected_containers(facts: dict) -> dict[str, str]:
+    """What this host should run: container name -> image reference."""
+    groups, images = set(facts["groups"]), facts.get("images", {})
+    expected = {}
+    if "lb" in groups:
+        expected["nginx"] = images.get("nginx", "")
+    if "api" in groups:
+        expected["api"] = facts["app_image"]
+    if "workers" in groups:
+        expected["worker"] = facts["app_image"]
+        if facts.get("beat"):
+            expected["beat"] = facts["app_image"]
+    if "data" in groups:
+        expected["mongodb"] = images.get("mongodb", "")
+        if facts.get("primary_data"):
+            expected["redis"] = images.get("redis", "")
+            expected["rabbitmq"] = images.get("rabbitmq", "")
+    return expected
+
+
+def container(name: str, image: str) -> Callable[[dict], str]:
+    def check(_: dict) -> str:
+        try:
+            state = json.loads(sh("docker", "inspect", "--format", "{{json .}}", name))
+        except Failed:
+            raise Failed(f"container {name} does not exist") from None
+        status, running = state["State"]["Status"], state["Config"]["Image"]
+        health = (state["State"].get("Health") or {}).get("Status", "no health check")
+        if status != "running":
+            raise Failed(f"container {name} is {status} (exit code {state['State'].get('ExitCode')})")
+        if health != "healthy":
+            raise Failed(f"container {name} is running but {health}")
+        if image:
+            try:
+                wanted = sh("docker", "image", "inspect", "--format", "{{.Id}}", image)
+            except Failed:
+                raise Failed(f"container {name} runs {running}, expected image {image} is not here") from None
+            if wanted != state["Image"]:
+                raise Failed(f"container {name} runs {running} ({state['Image'][:19]}), expected {image}")
+        return f"{name} healthy on {running} ({state['Image'][:19]})"
+
+    return check
+
+
+def exec_in(name: str, *command: str, timeout: float = CHECK_TIMEOUT) -> str:
+    return sh("docker", "exec", name, *command, timeout=timeout)
+
+
+# --- tiers -------------------------------------------------------------------------------
+
+
+def api_ready(facts: dict) -> str:
+    status, body = http(f"http://{facts['private_ip']}:8000/health/ready")
+    if status != 200:
+        try:
+            failing = [k for k, v in json.loads(body)["checks"].items() if v["status"] != "ok"]
+        except (ValueError, KeyError):
+            failing = [body[:120]]
+        raise Failed(f"/health/ready answered {status}: {', '.join(failing)} not ready")
+    return "/health/ready 200"
+
+
+def nginx_itself(_: dict) -> str:
+    status, _body = http("http://127.0.0.1:8081/nginx-health")
+    if status != 200:
+        raise Failed(f"nginx health answered {status}")
+    status, _body = http("http://127.0.0.1/health")
+    if status != 200:
+        raise Failed(f"/health through nginx answered {status}")
+    return "nginx answers, /health through it 200"
+
+
+def upstreams(facts: dict) -> str:
+    down = []
+    for address in facts.get("api_hosts", []):
+        try:
+            status, _body = http(f"http://{address}:8000/health", timeout=3)
+            if status != 200:
+                down.append(f"{address} answered {status}")
+        except Failed as error:
+            down.append(str(error))
+    if down:
+        raise Failed(f"{len(down)} of {len(facts['api_hosts'])} upstream API hosts down: {'; '.join(down)}")
+    return f"all {len(facts['api_hosts'])} upstream API hosts answer"
+
+
+def mongodb(facts: dict) -> str:
+    # mongosh in mongo:7; the SecantusDB stand-in has mongo-ping (and no replica set).
+    script = (
+        "if command -v mongosh >/dev/null; then mongosh --quiet --eval 'JSON.stringify(db.hello())'; "
+        "else mongo-ping && echo '{}'; fi"
+    )
+    output = exec_in("mongodb", "sh", "-c", script)
+    hello = json.loads(output.splitlines()[-1] or "{}")
+    if facts.get("replica_set"):
+        if hello.get("setName") != facts["replica_set"]:
+            raise Failed(f"not a member of replica set {facts['replica_set']} (hello: {str(hello)[:120]})")
+        role = "primary" if hello.get("isWritablePrimary") else "secondary" if hello.get("secondary") else "not ready"
+        if role == "not ready":
+            raise Failed(f"replica set {facts['replica_set']}: member neither primary nor secondary")
+        return f"ping ok; replica set {facts['replica_set']}: {role}, primary {hello.get('primary')}"
+    return "ping ok"
+
+
+def redis(_: dict) -> str:
+    if exec_in("redis", "redis-cli", "ping") != "PONG":
+        raise Failed("redis did not answer PONG")
+    policy = exec_in("redis", "redis-cli", "config", "get", "maxmemory-policy").splitlines()[-1]
+    info = dict(
+        line.split(":", 1) for line in exec_in("redis", "redis-cli", "info", "memory").splitlines() if ":" in line
+    )
+    used, limit = int(info.get("used_memory", 0)), int(info.get("maxmemory", 0))
+    detail = f"PONG; policy {policy}; {used / 2**20:.0f} of {limit / 2**20:.0f} MiB"
+    if policy != "volatile-ttl":
+        raise Failed(detail + " (expected volatile-ttl: task results could be evicted)")
+    if limit and used > 0.9 * limit:
+        raise Warned(detail)
+    return detail
+
+
+def rabbitmq(facts: dict) -> tuple[str, dict]:
+    exec_in("rabbitmq", "rabbitmq-diagnostics", "-q", "check_running", timeout=20)
+    listing = exec_in(
+        "rabbitmq",
+        "rabbitmqctl",
+        "-q",
+        "list_queues",
+        "-p",
+        facts.get("vhost", "app"),
+        "name",
+        "messages",
+        "consumers",
+        "--formatter",
+        "json",
+        timeout=20,
+    )
+    queues = {q["name"]: q for q in json.loads(listing or "[]") if not q["name"].endswith("pidbox")}
+    depths = {name: q["messages"] for name, q in queues.items() if name in ("default", "heavy")}
+    detail = "node running; queues " + ", ".join(f"{n}={d}" for n, d in sorted(depths.items()))
+    idle = [name for name in ("default", "heavy") if name in queues and queues[name]["consumers"] == 0]
+    if idle:
+        raise Failed(detail + f"; no worker consumes {', '.join(idle)}")
+    backlog = [name for name, depth in depths.items() if depth >= facts.get("backlog_warn", 1000)]
+    if backlog:
+        raise Warned(detail + f"; backlog on {', '.join(backlog)}", {"queues": depths})
+    return detail, {"queues": depths}
+
+
+CELERY_PROBE = """
+import json, socket
+from app.celery_app import celery_app
+node = "celery@" + socket.gethostname()
+with celery_app.connection_for_write() as connection:
+    inspect = celery_app.control.inspect(destination=[node], timeout=3, connection=connection)
+    ping = inspect.ping() or {}
+    active = (inspect.active() or {}).get(node)
+    reserved = (inspect.reserved() or {}).get(node)
+print(json.dumps({"node": node, "ping": node in ping, "active": active, "reserved": reserved}))
+"""
+
+
+def celery_worker(_: dict) -> str:
+    result = json.loads(exec_in("worker", "python", "-c", CELERY_PROBE, timeout=20).splitlines()[-1])
+    if not result["ping"]:
+        raise Failed(f"{result['node']} does not answer a ping (broker down?)")
+    active, reserved = result["active"] or [], result["reserved"] or []
+    return f"{result['node']} answers; {len(active)} active, {len(reserved)} reserved"
+
+
+def beat_presence(facts: dict) -> tuple[str, dict]:
+    """Report (never fail) whether beat runs here; the fleet must have exactly one."""
+    try:
+        running = sh("docker", "inspect", "--format", "{{.State.Running}}", "beat") == "true"
+    except Failed:
+        running = False
+    return ("beat running" if running else "no beat"), {"beat": running}
+
+
+# --- running them ------------------------------------------------------------------------
+
+
+def plan(facts: dict) -> dict[str, Callable[[dict], Any]]:
+    groups = set(facts["groups"])
+    checks: dict[str, Callable[[dict], Any]] = {"disk": disk, "memory": memory, "load": load}
+    if groups & set(RUNS_CONTAINERS):
+        checks["docker"] = docker_engine
+        for name, image in expected_containers(facts).items():
+            checks[f"container:{name}"] = container(name, image)
+        checks["beat"] = beat_presence
+    if "api" in groups:
+        checks["api:ready"] = api_ready
+    if "lb" in groups:
+        checks["lb:nginx"] = nginx_itself
+        checks["lb:upstreams"] = upstreams
+    if "data" in groups:
+        checks["data:mongodb"] = mongodb
+        if facts.get("primary_data"):
+            checks["data:redis"] = redis
+            checks["data:rabbitmq"] = rabbitmq
+    if "workers" in groups:
+        checks["workers:celery"] = celery_worker
+    return checks
+
+
+def outcome(check: Callable[[dict], Any], facts: dict) -> tuple[str, str, dict]:
+    """(status, detail, data): a check returns a detail, or (detail, data) for the fleet view."""
+    try:
+        returned = check(facts)
+        detail, data = returned if isinstance(returned, tuple) else (returned, {})
+        return "ok", detail, data
+    except Warned as warning:
+        return "warn", str(warning.args[0]), warning.args[1] if len(warning.args) > 1 else {}
+    except Failed as failure:
+        detail = failure.args[0]
+        return "fail", " ".join(detail) if isinstance(detail, list) else str(detail), {}
+    except subprocess.TimeoutExpired as timeout:
+        return "fail", f"timed out after {timeout.timeout:.0f}s: {' '.join(map(str, timeout.cmd))[:80]}", {}
+    except Exception as error:  # noqa: BLE001 - a probe reports, it does not crash
+        return "fail", f"{type(error).__name__}: {error}", {}
+
+
+def run_one(name: str, check: Callable[[dict], Any], facts: dict) -> dict[str, Any]:
+    started = time.monotonic()
+    status, detail, data = outcome(check, facts)
+    took = round((time.monotonic() - started) * 1000)
+    return {"check": name, "status": status, "detail": detail, "took_ms": took, "data": data}
+
+
+def main() -> int:
+    facts: dict[str, Any] = json.loads(sys.argv[1])
+    checks = plan(facts)
+    results = []
+    deadline = time.monotonic() + CHECK_TIMEOUT + 25
+    with ThreadPoolExecutor(max_workers=len(checks)) as pool:
+        futures = {name: pool.submit(run_one, name, check, facts) for name, check in checks.items()}
+        for name, future in futures.items():
+            try:
+                results.append(future.result(timeout=max(0.1, deadline - time.monotonic())))
+            except TimeoutError:
+                results.append({"check": name, "status": "fail", "detail": "no answer in time", "took_ms": None})
+    print(json.dumps({"host": facts["host"], "time": time.time(), "checks": results}))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

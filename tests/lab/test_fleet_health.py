@@ -1,0 +1,252 @@
+"""fleet-health (and ansible/health.yml) on the converged lab: green, then one fault at a time."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+from conftest import BIN, LAB_NAME, TIMINGS, Lab
+from helpers import wait_for
+
+LAB_HOST_IMAGE = "microservices-lab/host:bookworm"
+
+
+def sweep(lab: Lab, *args: str) -> tuple[int, dict]:
+    result = lab.fleet_health("--json", *args)
+    assert "Traceback" not in result.stderr, result.stderr
+    return result.returncode, json.loads(result.stdout)
+
+
+def checks_of(report: dict, host: str) -> dict[str, dict]:
+    return {c["check"]: c for h in report["hosts"] if h["host"] == host for c in h["checks"]}
+
+
+def failing(report: dict) -> dict[str, list[str]]:
+    return {
+        h["host"]: [f"{c['check']}: {c['detail']}" for c in h["checks"] if c["status"] == "fail"]
+        for h in report["hosts"]
+        if any(c["status"] == "fail" for c in h["checks"])
+    }
+
+
+def wait_green(lab: Lab, timeout: float = 120) -> dict:
+    def green():
+        code, report = sweep(lab)
+        return report if code == 0 else None
+
+    return wait_for(green, timeout=timeout, interval=3, what="a healthy fleet")
+
+
+def test_a_converged_fleet_is_healthy(converged: Lab):
+    started = time.monotonic()
+    result = converged.fleet_health()
+    TIMINGS.append(f"fleet-health sweep of the 7 lab hosts: {time.monotonic() - started:.1f}s")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert result.stdout.strip().splitlines()[-1].startswith("HEALTHY: 7 hosts")
+    code, report = sweep(converged)
+    assert code == 0 and report["status"] == "healthy", failing(report)
+    data = checks_of(report, converged.host("data")["name"])
+    assert {"data:mongodb", "data:redis", "data:rabbitmq", "container:mongodb", "disk", "clock"} <= set(data)
+    assert "volatile-ttl" in data["data:redis"]["detail"]
+    worker = checks_of(report, converged.host("workers")["name"])
+    assert worker["workers:celery"]["status"] == "ok" and "active" in worker["workers:celery"]["detail"]
+    lb = checks_of(report, converged.host("lb")["name"])
+    assert lb["lb:upstreams"]["detail"] == "all 2 upstream API hosts answer"
+    assert [c["detail"] for c in report["fleet"]] == [f"exactly one beat, on {converged.host('workers')['name']}"]
+
+
+def test_a_stopped_worker_container_is_named_then_recovers(converged: Lab):
+    host = converged.host("workers", 1)
+    assert converged.ssh(host["private_ip"], "sudo docker stop -t 5 worker").returncode == 0
+    try:
+        code, report = sweep(converged)
+        assert code == 1 and report["status"] == "degraded"
+        problems = failing(report)
+        assert list(problems) == [host["name"]]
+        assert any("container worker is exited" in p for p in problems[host["name"]]), problems
+    finally:
+        converged.ssh(host["private_ip"], "sudo docker start worker")
+    wait_green(converged)
+
+
+def test_a_dead_host_is_reported_unreachable_and_the_rest_still_checked(converged: Lab):
+    host = converged.host("api", 1)
+    container = host["name"]
+    subprocess.run(["docker", "pause", container], check=True, capture_output=True)
+    try:
+        started = time.monotonic()
+        code, report = sweep(converged, "--timeout", "5")
+        took = time.monotonic() - started
+    finally:
+        subprocess.run(["docker", "unpause", container], check=True, capture_output=True)
+    assert code == 2 and report["status"] == "down"
+    unreachable = [h["host"] for h in report["hosts"] if not h["reachable"]]
+    assert unreachable == [container]
+    assert "no answer within 5s" in checks_of(report, container)["ssh"]["detail"]
+    assert len([h for h in report["hosts"] if h["reachable"]]) == 6  # everyone else was still checked
+    assert took < 5 + 10, f"the sweep waited {took:.0f}s on one dead host"
+    wait_green(converged)
+
+
+def test_rabbitmq_down_shows_on_the_data_node_and_the_workers(converged: Lab):
+    data = converged.host("data")
+    assert converged.ssh(data["private_ip"], "sudo docker stop rabbitmq").returncode == 0
+    try:
+        code, report = sweep(converged)
+    finally:
+        converged.ssh(data["private_ip"], "sudo docker start rabbitmq")
+    assert code == 1, failing(report)
+    problems = failing(report)
+    assert any("container rabbitmq is exited" in p for p in problems[data["name"]])
+    assert any(p.startswith("data:rabbitmq") for p in problems[data["name"]])
+    for worker in converged.hosts("workers"):
+        assert any(p.startswith("workers:celery") for p in problems[worker["name"]]), problems
+    wait_green(converged, timeout=180)
+
+
+def test_the_playbook_form_runs_the_same_checks(converged: Lab):
+    healthy = converged.playbook("health.yml")
+    assert healthy.returncode == 0, healthy.output[-4000:]
+    assert "exactly one beat" in healthy.output
+    host = converged.host("workers", 1)
+    converged.ssh(host["private_ip"], "sudo docker stop -t 5 worker")
+    try:
+        sick = converged.playbook("health.yml")
+    finally:
+        converged.ssh(host["private_ip"], "sudo docker start worker")
+    assert sick.returncode != 0
+    assert "container worker is exited" in sick.output
+    assert sick.recap[host["name"]]["failed"] == 1
+    wait_green(converged)
+
+
+@pytest.fixture
+def many_hosts(converged: Lab, tmp_path) -> list[dict]:
+    """Twenty lightweight SSH-only hosts on the lab's private network, reached through the bastion."""
+    key = (converged.dir / "id_ed25519.pub").read_text().strip()
+    subnet = ".".join(converged.host("bastion")["private_ip"].split(".")[:2])
+    network = f"{LAB_NAME}-private"
+    hosts = []
+    try:
+        for number in range(1, 21):
+            name, address = f"{LAB_NAME}-light-{number}", f"{subnet}.2.{100 + number}"
+            subprocess.run(
+                [
+                    "docker",
+                    "run",
+                    "-d",
+                    "--name",
+                    name,
+                    "--hostname",
+                    name,
+                    "--network",
+                    network,
+                    "--ip",
+                    address,
+                    "--cap-add",
+                    "SYS_ADMIN",
+                    "--security-opt",
+                    "seccomp=unconfined",
+                    "--cgroupns",
+                    "host",
+                    "-v",
+                    "/sys/fs/cgroup:/sys/fs/cgroup:rw",
+                    "--tmpfs",
+                    "/run",
+                    "--tmpfs",
+                    "/run/lock",
+                    "--label",
+                    f"microservices.lab={LAB_NAME}",
+                    LAB_HOST_IMAGE,
+                ],
+                check=True,
+                capture_output=True,
+                timeout=120,
+            )
+            hosts.append({"name": name, "address": address})
+        for host in hosts:
+            wait_for(
+                lambda h=host: (
+                    subprocess.run(
+                        ["docker", "exec", h["name"], "systemctl", "is-active", "ssh"], capture_output=True
+                    ).returncode
+                    == 0
+                ),
+                timeout=60,
+                what="sshd",
+            )
+            script = (
+                f"useradd -m -s /bin/bash admin && install -d -m 700 -o admin -g admin /home/admin/.ssh && "
+                f"echo '{key}' > /home/admin/.ssh/authorized_keys && chown admin /home/admin/.ssh/authorized_keys && "
+                "echo 'admin ALL=(ALL) NOPASSWD:ALL' > /etc/sudoers.d/90-admin"
+            )
+            subprocess.run(["docker", "exec", host["name"], "bash", "-c", script], check=True, capture_output=True)
+        yield hosts
+    finally:
+        names = [f"{LAB_NAME}-light-{n}" for n in range(1, 21)]
+        subprocess.run(["docker", "rm", "-f", *names], capture_output=True)
+
+
+def write_inventory(path: Path, lab: Lab, hosts: list[dict], **extra: str) -> Path:
+    outputs = lab.outputs
+    jump = f"-o ProxyJump=admin@{outputs['bastion_public_ip']} -F {lab.dir / 'ssh_config'}"
+    lines = ["all:", "  vars:", "    ansible_user: admin", f"    ansible_ssh_common_args: {jump}"]
+    lines += [f"    {k}: {v}" for k, v in extra.items()]
+    lines += ["  children:", "    fleet:", "      hosts:"]
+    lines += [f"        {h['name']}: {{ansible_host: {h['address']}, private_ip: {h['address']}}}" for h in hosts]
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def test_a_sweep_over_twenty_hosts_takes_seconds(converged: Lab, many_hosts, tmp_path):
+    inventory = write_inventory(tmp_path / "many.yml", converged, many_hosts)
+    # Their host keys are new: let ssh record them, as an operator would on first contact.
+    for host in many_hosts:
+        converged.ssh(host["address"], "true")
+    started = time.monotonic()
+    result = converged.fleet_health("--json", inventory=str(inventory))
+    took = time.monotonic() - started
+    TIMINGS.append(f"fleet-health sweep of {len(many_hosts)} SSH-only hosts through the bastion: {took:.1f}s")
+    report = json.loads(result.stdout)
+    assert result.returncode == 0, failing(report)
+    assert len(report["hosts"]) == 20 and all(h["reachable"] for h in report["hosts"])
+    assert took < 10, f"the sweep over 20 hosts took {took:.1f}s"
+
+
+def test_bad_inventory_and_ssh_problems_get_clear_errors(converged: Lab, tmp_path, many_hosts):
+    broken = tmp_path / "broken.yml"
+    broken.write_text("all: [this is not an inventory\n")
+    for inventory in (str(tmp_path / "missing.yml"), str(broken)):
+        result = subprocess.run(
+            [str(BIN / "fleet-health"), "-i", inventory], capture_output=True, text=True, timeout=60
+        )
+        assert result.returncode == 2 and result.stderr.startswith("fleet-health: inventory ")
+        assert "Traceback" not in result.stderr
+
+    one = many_hosts[:1]
+    # A key the host does not know.
+    wrong_key = tmp_path / "wrong_key"
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(wrong_key)], check=True)
+    inventory = write_inventory(tmp_path / "wrong-key.yml", converged, one, ansible_ssh_private_key_file=str(wrong_key))
+    result = converged.fleet_health(inventory=str(inventory))
+    assert result.returncode == 2 and "Traceback" not in result.stdout + result.stderr
+    assert "refused the SSH key for user admin" in result.stdout
+
+    # A host whose key is not in known_hosts.
+    config = (
+        (converged.dir / "ssh_config")
+        .read_text()
+        .replace(str(converged.dir / "known_hosts"), str(tmp_path / "empty_known_hosts"))
+    )
+    (tmp_path / "ssh_config").write_text(config)
+    (tmp_path / "empty_known_hosts").write_text("")
+    outputs = converged.outputs
+    text = write_inventory(tmp_path / "unknown.yml", converged, one).read_text()
+    text = text.replace(f"-F {converged.dir / 'ssh_config'}", f"-F {tmp_path / 'ssh_config'}")
+    (tmp_path / "unknown.yml").write_text(text)
+    result = converged.fleet_health(inventory=str(tmp_path / "unknown.yml"))
+    assert result.returncode == 2 and "Traceback" not in result.stdout + result.stderr
+    assert f"unknown or changed host key for jump host admin@{outputs['bastion_public_ip']}" in result.stdout
