@@ -237,64 +237,25 @@ def test_the_inventory_script_explains_a_missing_source(tmp_path):
     assert "missing.json: no such file" in script.stderr and "Traceback" not in script.stderr
 
 
+def tiers(stack: str, **changes: dict) -> dict:
+    """The stack file's tiers with some changed: tiers("prod", api={"count": 1})."""
+    current = stack_config(STACKS[stack])["microservices:tiers"]
+    return {"tiers": {name: {**current.get(name, {}), **spec} for name, spec in {**current, **changes}.items()}}
+
+
 BAD_CONFIGS = [
+    ("dev", tiers("dev", api={"count": 0}), "tiers.api.count: at least one api host is needed, got 0"),
     (
         "dev",
-        {
-            "tiers": {
-                "lb": {"count": 1, "size": "micro"},
-                "bastion": {"count": 1, "size": "nano"},
-                "api": {"count": 0, "size": "small"},
-                "workers": {"count": 1, "size": "small"},
-                "data": {"count": 1, "size": "medium", "dataGb": 20},
-            }
-        },
-        "tiers.api.count: at least one api host is needed, got 0",
-    ),
-    (
-        "dev",
-        {
-            "tiers": {
-                "lb": {"count": 1, "size": "micro"},
-                "bastion": {"count": 1, "size": "nano"},
-                "api": {"count": 1, "size": "small"},
-                "workers": {"count": 1, "size": "small"},
-                "data": {"count": 1, "size": "medium", "dataGb": 20},
-                "caches": {"count": 2, "size": "small"},
-            }
-        },
+        tiers("dev", caches={"count": 2, "size": "small"}),
         "tiers: unknown tier(s) caches; the tiers are lb, bastion, api, workers, data",
     ),
     ("dev", {"adminCidrs": ["10.0.0.300/8"]}, "adminCidrs[0]: '10.0.0.300/8' is not a valid CIDR"),
     ("dev", {"vpcCidr": "10.20.0.0/33"}, "vpcCidr: '10.20.0.0/33' is not a valid CIDR"),
     ("prod", {"adminCidrs": ["0.0.0.0/0"]}, "adminCidrs[0]: 0.0.0.0/0 opens SSH to the whole internet"),
     ("prod", {"zones": ["eu-central-1a"]}, "zones: a production stack spreads over at least 2 availability zones"),
-    (
-        "prod",
-        {
-            "tiers": {
-                "lb": {"count": 1, "size": "medium"},
-                "bastion": {"count": 1, "size": "nano"},
-                "api": {"count": 1, "size": "medium"},
-                "workers": {"count": 3, "size": "compute-large"},
-                "data": {"count": 3, "size": "memory-large", "dataGb": 100},
-            }
-        },
-        "tiers.api.count: 1 host cannot be spread over 3 zones",
-    ),
-    (
-        "prod",
-        {
-            "tiers": {
-                "lb": {"count": 1, "size": "medium"},
-                "bastion": {"count": 1, "size": "nano"},
-                "api": {"count": 3, "size": "medium"},
-                "workers": {"count": 3, "size": "compute-large"},
-                "data": {"count": 2, "size": "memory-large", "dataGb": 100},
-            }
-        },
-        "tiers.data.count: 2 data nodes cannot form a MongoDB replica set",
-    ),
+    ("prod", tiers("prod", api={"count": 1}), "tiers.api.count: 1 host cannot be spread over 3 zones"),
+    ("prod", tiers("prod", data={"count": 2}), "tiers.data.count: 2 data nodes cannot form a MongoDB replica set"),
     ("dev", {"sshPublicKey": "not a key"}, "sshPublicKey: set the admin SSH public key"),
     ("dev", {"provider": "hetzner"}, "provider: 'hetzner' is not supported"),
 ]

@@ -2,16 +2,15 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import subprocess
 import time
 from pathlib import Path
 
 import pytest
-from conftest import BIN, LAB_NAME, TIMINGS, Lab
+from conftest import BIN, LAB_NAME, LAB_SUBNET, REPO_ROOT, TIMINGS, Lab
 from helpers import wait_for
-
-LAB_HOST_IMAGE = "microservices-lab/host:bookworm"
 
 
 def sweep(lab: Lab, *args: str) -> tuple[int, dict]:
@@ -123,71 +122,29 @@ def test_the_playbook_form_runs_the_same_checks(converged: Lab):
     wait_green(converged)
 
 
+def lab_script():
+    """ansible/lab/lab.py as a module: its way of starting and preparing a host."""
+    spec = importlib.util.spec_from_file_location("lab_script", REPO_ROOT / "ansible/lab/lab.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 @pytest.fixture
-def many_hosts(converged: Lab, tmp_path) -> list[dict]:
+def many_hosts(converged: Lab) -> list[dict]:
     """Twenty lightweight SSH-only hosts on the lab's private network, reached through the bastion."""
-    key = (converged.dir / "id_ed25519.pub").read_text().strip()
-    subnet = ".".join(converged.host("bastion")["private_ip"].split(".")[:2])
-    network = f"{LAB_NAME}-private"
-    hosts = []
+    script = lab_script()
+    lab = script.Lab(LAB_NAME, converged.dir, LAB_SUBNET)
+    hosts = [script.LabHost(f"{LAB_NAME}-light-{n}", "light", lab.ip("private", 100 + n), None) for n in range(1, 21)]
     try:
-        for number in range(1, 21):
-            name, address = f"{LAB_NAME}-light-{number}", f"{subnet}.2.{100 + number}"
-            subprocess.run(
-                [
-                    "docker",
-                    "run",
-                    "-d",
-                    "--name",
-                    name,
-                    "--hostname",
-                    name,
-                    "--network",
-                    network,
-                    "--ip",
-                    address,
-                    "--cap-add",
-                    "SYS_ADMIN",
-                    "--security-opt",
-                    "seccomp=unconfined",
-                    "--cgroupns",
-                    "host",
-                    "-v",
-                    "/sys/fs/cgroup:/sys/fs/cgroup:rw",
-                    "--tmpfs",
-                    "/run",
-                    "--tmpfs",
-                    "/run/lock",
-                    "--label",
-                    f"microservices.lab={LAB_NAME}",
-                    LAB_HOST_IMAGE,
-                ],
-                check=True,
-                capture_output=True,
-                timeout=120,
-            )
-            hosts.append({"name": name, "address": address})
         for host in hosts:
-            wait_for(
-                lambda h=host: (
-                    subprocess.run(
-                        ["docker", "exec", h["name"], "systemctl", "is-active", "ssh"], capture_output=True
-                    ).returncode
-                    == 0
-                ),
-                timeout=60,
-                what="sshd",
-            )
-            script = (
-                f"useradd -m -s /bin/bash admin && install -d -m 700 -o admin -g admin /home/admin/.ssh && "
-                f"echo '{key}' > /home/admin/.ssh/authorized_keys && chown admin /home/admin/.ssh/authorized_keys && "
-                "echo 'admin ALL=(ALL) NOPASSWD:ALL' > /etc/sudoers.d/90-admin"
-            )
-            subprocess.run(["docker", "exec", host["name"], "bash", "-c", script], check=True, capture_output=True)
-        yield hosts
+            lab.start(host)
+        for host in hosts:
+            lab.prepare(host)
+        yield [{"name": h.name, "address": h.private_ip} for h in hosts]
     finally:
-        names = [f"{LAB_NAME}-light-{n}" for n in range(1, 21)]
-        subprocess.run(["docker", "rm", "-f", *names], capture_output=True)
+        subprocess.run(["docker", "rm", "-f", *(h.name for h in hosts)], capture_output=True)
+        subprocess.run(["docker", "volume", "rm", *(f"{h.name}-docker" for h in hosts)], capture_output=True)
 
 
 def write_inventory(path: Path, lab: Lab, hosts: list[dict], **extra: str) -> Path:
