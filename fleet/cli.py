@@ -69,32 +69,37 @@ def verdict(results: list[HostResult], fleet: list[dict[str, Any]]) -> str:
     return "healthy"
 
 
-def table(results: list[HostResult], fleet: list[dict[str, Any]], status: str, took: float) -> str:
-    rows = [("HOST", "TIER", "CHECK", "STATUS", "DETAIL", "TOOK")]
+def table(
+    results: list[HostResult], fleet: list[dict[str, Any]], status: str, took: float, problems: bool = False
+) -> str:
+    """One row per check; with `problems`, only the checks that are not ok."""
+    shown = ("warn", "fail") if problems else tuple(MARK)
+    rows = [("HOST", "TIER", "CHECK", "STATUS", "TOOK", "DETAIL")]
     for result in sorted(results, key=lambda r: (r.target.tier, r.target.name)):
-        for check in result.checks:
-            took_ms = check.get("took_ms")
-            rows.append(
-                (
-                    result.target.name,
-                    result.target.tier,
-                    check["check"],
-                    MARK[check["status"]],
-                    check["detail"],
-                    "-" if took_ms is None else f"{took_ms}ms",
-                )
+        for check in (c for c in result.checks if c["status"] in shown):
+            spent = "-" if check.get("took_ms") is None else f"{check['took_ms']}ms"
+            row = (
+                result.target.name,
+                result.target.tier,
+                check["check"],
+                MARK[check["status"]],
+                spent,
+                check["detail"],
             )
-    for check in fleet:
-        rows.append(("(fleet)", "-", check["check"], MARK[check["status"]], check["detail"], "-"))
-    widths = [max(len(row[i]) for row in rows) for i in range(4)]
-    lines = [
-        "  ".join(cell.ljust(widths[i]) for i, cell in enumerate(row[:4])) + f"  {row[4]}  {row[5]}" for row in rows
-    ]
+            rows.append(row)
+    for check in (c for c in fleet if c["status"] in shown):
+        rows.append(("(fleet)", "-", check["check"], MARK[check["status"]], "-", check["detail"]))
+    widths = [max(len(row[i]) for row in rows) for i in range(5)]
+    lines = ["  ".join(cell.ljust(widths[i]) for i, cell in enumerate(row[:5])) + f"  {row[5]}" for row in rows]
     counts = {s: sum(c["status"] == s for r in results for c in r.checks) for s in MARK}
     unreachable = [r.target.name for r in results if not r.reachable]
-    lines.append("")
+    if len(rows) == 1:  # nothing to show (--problems on a healthy fleet): the summary alone
+        lines = []
+    else:
+        lines.append("")
     lines.append(
-        f"{status.upper()}: {len(results)} hosts, {counts['ok']} ok, {counts['warn']} warn, {counts['fail']} fail"
+        f"{status.upper()}: {len(results)} host{'' if len(results) == 1 else 's'}, "
+        f"{counts['ok']} ok, {counts['warn']} warn, {counts['fail']} fail"
         + (f"; unreachable: {', '.join(unreachable)}" if unreachable else "")
         + f"; sweep took {took:.1f}s"
     )
@@ -136,7 +141,10 @@ async def run(targets: list[Target], args: argparse.Namespace) -> int:
         previous = queue_depths(results) or previous
         status = verdict(results, fleet)
         code = EXIT[status]
-        print(as_json(results, fleet, status, took) if args.json else table(results, fleet, status, took), flush=True)
+        if args.json:
+            print(as_json(results, fleet, status, took), flush=True)
+        else:
+            print(table(results, fleet, status, took, args.problems), flush=True)
         sweeps += 1
         if not args.watch or (args.count and sweeps >= args.count):
             return code
@@ -154,6 +162,7 @@ def main(argv: list[str] | None = None) -> int:
         "-i", "--inventory", required=True, help="an Ansible inventory: ansible/inventory/pulumi.py, a static file, ..."
     )
     parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    parser.add_argument("--problems", action="store_true", help="in the table, only the checks that are not ok")
     parser.add_argument("--watch", type=float, metavar="N", help="sweep again every N seconds")
     parser.add_argument("--count", type=int, metavar="M", help="with --watch: stop after M sweeps")
     parser.add_argument(
@@ -166,6 +175,10 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.watch is not None and args.watch <= 0:
         parser.error("--watch needs a positive number of seconds")
+    if args.count is not None and args.count <= 0:
+        parser.error("--count needs a positive number of sweeps")
+    if args.timeout <= 0:
+        parser.error("--timeout needs a positive number of seconds")
     try:
         targets = load(args.inventory, backlog_warn=args.backlog_warn)
     except InventoryError as error:

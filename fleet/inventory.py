@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shlex
 import shutil
 import subprocess
@@ -58,12 +59,35 @@ def read(inventory: str) -> dict[str, Any]:
         env={**os.environ, "ANSIBLE_INVENTORY_UNPARSED_FAILED": "true", "ANSIBLE_NOCOLOR": "1"},
     )
     if result.returncode != 0:
-        lines = [line for line in result.stderr.splitlines() if line.strip() and "WARNING" not in line]
-        raise InventoryError(f"inventory {inventory} could not be read: {' '.join(lines[-3:]) or 'unknown error'}")
+        raise InventoryError(f"inventory {inventory} could not be read: {why_unreadable(result.stderr, inventory)}")
     try:
         return json.loads(result.stdout)
     except json.JSONDecodeError as exc:
         raise InventoryError(f"inventory {inventory}: ansible-inventory printed no JSON ({exc})") from None
+
+
+def why_unreadable(stderr: str, inventory: str) -> str:
+    """The line that says what to fix. Ansible tries every inventory plugin in turn and reports
+    each failure; the one for the kind of file given is the useful one (a script's own message,
+    the YAML error of a .yml), not a later attempt to read the file as INI."""
+    lines = stderr.splitlines()
+    marker = "Standard error from inventory script:"
+    if marker in lines:
+        own = []
+        for line in lines[lines.index(marker) + 1 :]:
+            if "[WARNING]" in line or (own and not line.strip()):
+                break
+            if line.strip():
+                own.append(line.strip())
+        if own:
+            return " ".join(own)
+    by_plugin = dict(re.findall(r"Failed to parse inventory with '(\w+)' plugin: (.+)", stderr))
+    kind = "yaml" if inventory.endswith((".yml", ".yaml", ".json")) else "ini"
+    kind = "script" if os.access(inventory, os.X_OK) else kind
+    if by_plugin:
+        return by_plugin.get(kind) or next(iter(by_plugin.values()))
+    lines = [line.strip() for line in lines if line.strip()]
+    return " ".join(lines[-3:]) or "unknown error"
 
 
 def members(listing: dict[str, Any], group: str, seen: set[str] | None = None) -> list[str]:

@@ -5,8 +5,8 @@
 
 Both `fleet-health` (over SSH) and `ansible/health.yml` (ansible.builtin.script) run this
 same file, so the two agree by construction. Standard library only: hosts have python3.
-Prints one JSON object: {"host", "time": <host clock>, "checks": [{check, status, detail,
-took_ms, data}]}, status ok, warn or fail; `data` carries what the fleet view adds up.
+Prints one JSON object: {"host", "checks": [{check, status, detail, took_ms, data}]}, status
+ok, warn or fail; `data` carries what the fleet view adds up.
 
 Input (JSON, first argument):
   host, groups          inventory name and groups (lb, api, workers, data, bastion)
@@ -160,7 +160,12 @@ def container(name: str, image: str) -> Callable[[dict], str]:
 
 
 def exec_in(name: str, *command: str, timeout: float = CHECK_TIMEOUT) -> str:
-    return sh("docker", "exec", name, *command, timeout=timeout)
+    try:
+        return sh("docker", "exec", name, *command, timeout=timeout)
+    except Failed as failure:
+        if "is not running" in str(failure) or "No such container" in str(failure):
+            raise Failed(f"cannot ask {name}: the container is not running") from None
+        raise
 
 
 # --- tiers -------------------------------------------------------------------------------
@@ -178,9 +183,8 @@ def api_ready(facts: dict) -> str:
 
 
 def nginx_itself(_: dict) -> str:
-    status, _body = http("http://127.0.0.1:8081/nginx-health")
-    if status != 200:
-        raise Failed(f"nginx health answered {status}")
+    # The health endpoint listens on the container's internal port 8081, never published.
+    exec_in("nginx", "curl", "-fsS", "-o", "/dev/null", "http://127.0.0.1:8081/nginx-health")
     status, _body = http("http://127.0.0.1/health")
     if status != 200:
         raise Failed(f"/health through nginx answered {status}")
@@ -303,7 +307,6 @@ def plan(facts: dict) -> dict[str, Callable[[dict], Any]]:
         checks["docker"] = docker_engine
         for name, image in expected_containers(facts).items():
             checks[f"container:{name}"] = container(name, image)
-        checks["beat"] = beat_presence
     if "api" in groups:
         checks["api:ready"] = api_ready
     if "lb" in groups:
@@ -316,6 +319,7 @@ def plan(facts: dict) -> dict[str, Callable[[dict], Any]]:
             checks["data:rabbitmq"] = rabbitmq
     if "workers" in groups:
         checks["workers:celery"] = celery_worker
+        checks["beat"] = beat_presence
     return checks
 
 
@@ -355,7 +359,7 @@ def main() -> int:
                 results.append(future.result(timeout=max(0.1, deadline - time.monotonic())))
             except TimeoutError:
                 results.append({"check": name, "status": "fail", "detail": "no answer in time", "took_ms": None})
-    print(json.dumps({"host": facts["host"], "time": time.time(), "checks": results}))
+    print(json.dumps({"host": facts["host"], "checks": results}))
     return 0
 
 

@@ -31,10 +31,10 @@ class HostResult:
     took_s: float = 0.0
 
 
-def failure(check: str, detail: str, took: float | None = None) -> dict[str, Any]:
+def failure(check: str, detail: str, took: float | None = None, status: str = "fail") -> dict[str, Any]:
     return {
         "check": check,
-        "status": "fail",
+        "status": status,
         "detail": detail,
         "took_ms": None if took is None else round(took * 1000),
         "data": {},
@@ -59,10 +59,38 @@ def explain(error: BaseException, where: str, user: str | None) -> str:
     return f"{where}: {type(error).__name__}: {error}"
 
 
+async def read_clock(connection: asyncssh.SSHClientConnection) -> tuple[str, float, float]:
+    """The host's clock and the moments we asked and heard back.
+
+    The process is started first and only then asked for the time, so the round trip is one
+    line each way, not a channel set-up (which would bias the midpoint)."""
+    async with connection.create_process("read line && date +%s.%N") as process:
+        sent = time.time()
+        process.stdin.write("\n")
+        answer = await process.stdout.readline()
+        return answer, sent, time.time()
+
+
+def clock_check(answer: str, sent: float, received: float) -> dict[str, Any]:
+    """The host's clock against ours, at the middle of the round trip."""
+    try:
+        skew = float(answer.strip()) - (sent + received) / 2
+    except ValueError:
+        return failure("clock", f"could not read the host's clock: {answer.strip()!r}", status="warn")
+    state = "ok" if abs(skew) < CLOCK_WARN else "warn" if abs(skew) < CLOCK_FAIL else "fail"
+    return {
+        "check": "clock",
+        "status": state,
+        "detail": f"{skew:+.3f}s from this machine",
+        "took_ms": round((received - sent) * 1000),
+        "data": {"skew_s": skew},
+    }
+
+
 class Sweeper:
     def __init__(self, host_timeout: float = 15.0, connect_timeout: float = 5.0) -> None:
         self.host_timeout = host_timeout
-        self.connect_timeout = connect_timeout
+        self.connect_timeout = min(connect_timeout, host_timeout)
         self._jumps: dict[tuple, asyncio.Task] = {}
 
     def _options(self, target: Target) -> dict[str, Any]:
@@ -100,10 +128,9 @@ class Sweeper:
             return HostResult(target, False, [failure("ssh", str(error), time.monotonic() - started)])
         connected = time.monotonic() - started
         async with connection:
-            sent = time.time()
+            clock = await read_clock(connection)
             command = "sudo -n python3 - " + shlex.quote(json.dumps(target.facts))
             result = await connection.run(command, input=PROBE, check=False)
-            received = time.time()
         checks = [
             {
                 "check": "ssh",
@@ -119,17 +146,7 @@ class Sweeper:
             checks.append(failure("probe", f"probe exited {result.exit_status}: {' '.join(stderr[-2:])}{hint}"))
             return HostResult(target, True, checks, time.monotonic() - started)
         answer = json.loads(result.stdout)
-        skew = answer["time"] - (sent + received) / 2
-        clock = "ok" if abs(skew) < CLOCK_WARN else "warn" if abs(skew) < CLOCK_FAIL else "fail"
-        checks.append(
-            {
-                "check": "clock",
-                "status": clock,
-                "detail": f"{skew:+.2f}s from this machine",
-                "took_ms": 0,
-                "data": {"skew_s": skew},
-            }
-        )
+        checks.append(clock_check(*clock))
         return HostResult(target, True, checks + answer["checks"], time.monotonic() - started)
 
     async def host(self, target: Target) -> HostResult:
@@ -137,9 +154,10 @@ class Sweeper:
         try:
             return await asyncio.wait_for(self._probe(target), timeout=self.host_timeout)
         except (TimeoutError, OSError, asyncssh.Error) as error:
+            elapsed = time.monotonic() - started
             detail = explain(error, target.address, target.user)
-            if isinstance(error, TimeoutError) and time.monotonic() - started >= self.host_timeout:
-                detail = f"no answer within {self.host_timeout:.0f}s"
+            if isinstance(error, TimeoutError):
+                detail = f"{target.address} gave no answer within {elapsed:.0f}s"
             return HostResult(
                 target, False, [failure("ssh", detail, time.monotonic() - started)], time.monotonic() - started
             )

@@ -168,9 +168,22 @@ class Lab:
             self.images()
         env = {**os.environ, "APP_IMAGE": f"microservices-app:{version}", "APP_VERSION": version}
         result = subprocess.run(
-            ["docker", "compose", "-f", str(REPO_ROOT / "docker-compose.yml"), "--env-file", str(self.env_file),
-             "-p", f"{self.name}-build", "build", "api"],
-            capture_output=True, text=True, env=env, timeout=1800,
+            [
+                "docker",
+                "compose",
+                "-f",
+                str(REPO_ROOT / "docker-compose.yml"),
+                "--env-file",
+                str(self.env_file),
+                "-p",
+                f"{self.name}-build",
+                "build",
+                "api",
+            ],
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=1800,
         )
         if result.returncode != 0:
             raise LabError(f"building microservices-app:{version} failed:\n{result.stderr[-2000:]}")
@@ -335,6 +348,9 @@ chmod 440 /etc/sudoers.d/90-cloud-init-users
     # --- down / status -------------------------------------------------------------------
 
     def down(self) -> None:
+        # The engine may simply not be started yet (a fresh boot): start it, as `up` does,
+        # so stopped lab containers and their volumes are found and removed too.
+        run(str(REPO_ROOT / "scripts/docker-engine.sh"))
         names = [h.name for h in self.hosts]
         existing = run("docker", "ps", "-aq", "--filter", f"label=microservices.lab={self.name}").split()
         if existing:
