@@ -74,8 +74,16 @@ class LabHost:
     public_ip: str | None
 
 
-def run(*command: str, check: bool = True, input: str | None = None, timeout: float = 1800) -> str:
-    result = subprocess.run(command, capture_output=True, text=True, input=input, timeout=timeout)
+def run(
+    *command: str,
+    check: bool = True,
+    input: str | None = None,
+    timeout: float = 1800,
+    env: dict[str, str] | None = None,
+) -> str:
+    """A command's output; LabError with its tail when it fails. `env` is added to ours."""
+    environment = {**os.environ, **env} if env else None
+    result = subprocess.run(command, capture_output=True, text=True, input=input, timeout=timeout, env=environment)
     if check and result.returncode != 0:
         raise LabError(f"{' '.join(command[:6])}... failed:\n{result.stdout[-2000:]}{result.stderr[-2000:]}")
     return result.stdout
@@ -147,47 +155,24 @@ class Lab:
         values = dict(
             line.split("=", 1) for line in self.env_file.read_text().splitlines() if "=" in line and line[0] != "#"
         )
-        # The app image, built as the compose stack builds it (BuildKit, pip CA secret).
-        run(
-            "docker",
-            "compose",
-            "-f",
-            str(REPO_ROOT / "docker-compose.yml"),
-            "--env-file",
-            str(self.env_file),
-            "-p",
-            f"{self.name}-build",
-            "build",
-            "api",
-        )
+        self.build_app()
         return {"app": values["APP_IMAGE"], **{service: values[var] for service, var in IMAGE_VARS.items()}}
 
     def image(self, version: str) -> None:
         """Build the app image as microservices-app:VERSION (reporting VERSION in /health)."""
         if not self.env_file.exists():
             self.images()
-        env = {**os.environ, "APP_IMAGE": f"microservices-app:{version}", "APP_VERSION": version}
-        result = subprocess.run(
-            [
-                "docker",
-                "compose",
-                "-f",
-                str(REPO_ROOT / "docker-compose.yml"),
-                "--env-file",
-                str(self.env_file),
-                "-p",
-                f"{self.name}-build",
-                "build",
-                "api",
-            ],
-            capture_output=True,
-            text=True,
-            env=env,
-            timeout=1800,
-        )
-        if result.returncode != 0:
-            raise LabError(f"building microservices-app:{version} failed:\n{result.stderr[-2000:]}")
+        try:
+            self.build_app(APP_IMAGE=f"microservices-app:{version}", APP_VERSION=version)
+        except LabError as error:
+            raise LabError(f"building microservices-app:{version} failed: {error}") from None
         print(f"built microservices-app:{version}")
+
+    def build_app(self, **env: str) -> None:
+        """The app image, built as the compose stack builds it (BuildKit, pip CA secret);
+        `env` overrides the env file's values (APP_IMAGE, APP_VERSION)."""
+        compose = ["docker", "compose", "-f", str(REPO_ROOT / "docker-compose.yml"), "--env-file", str(self.env_file)]
+        run(*compose, "-p", f"{self.name}-build", "build", "api", env=env)
 
     def build_host_image(self) -> None:
         base = "local/debian:bookworm" if self._exists_image("local/debian:bookworm") else "debian:12"
