@@ -90,13 +90,13 @@ def table(
     for check in (c for c in fleet if c["status"] in shown):
         rows.append(("(fleet)", "-", check["check"], MARK[check["status"]], "-", check["detail"]))
     widths = [max(len(row[i]) for row in rows) for i in range(5)]
-    lines = ["  ".join(cell.ljust(widths[i]) for i, cell in enumerate(row[:5])) + f"  {row[5]}" for row in rows]
+    # Nothing to show (--problems on a healthy fleet): the summary line alone, no header.
+    lines = []
+    if len(rows) > 1:
+        lines = ["  ".join(cell.ljust(widths[i]) for i, cell in enumerate(row[:5])) + f"  {row[5]}" for row in rows]
+        lines.append("")
     counts = {s: sum(c["status"] == s for r in results for c in r.checks) for s in MARK}
     unreachable = [r.target.name for r in results if not r.reachable]
-    if len(rows) == 1:  # nothing to show (--problems on a healthy fleet): the summary alone
-        lines = []
-    else:
-        lines.append("")
     lines.append(
         f"{status.upper()}: {len(results)} host{'' if len(results) == 1 else 's'}, "
         f"{counts['ok']} ok, {counts['warn']} warn, {counts['fail']} fail"
