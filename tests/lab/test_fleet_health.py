@@ -41,14 +41,24 @@ def wait_green(lab: Lab, timeout: float = 120) -> dict:
     return wait_for(green, timeout=timeout, interval=3, what="a healthy fleet")
 
 
+def problem_rows(lab: Lab) -> tuple[list[list[str]], str]:
+    """`fleet-health --problems` as (rows split into HOST TIER CHECK STATUS TOOK DETAIL, summary)."""
+    lines = lab.fleet_health("--problems").stdout.strip().splitlines()
+    if len(lines) == 1:  # nothing but the summary
+        return [], lines[0]
+    assert lines[0].split() == ["HOST", "TIER", "CHECK", "STATUS", "TOOK", "DETAIL"] and lines[-2] == "", lines
+    return [line.split(maxsplit=5) for line in lines[1:-2]], lines[-1]
+
+
 def test_a_converged_fleet_is_healthy(converged: Lab):
     started = time.monotonic()
     result = converged.fleet_health()
     TIMINGS.append(f"fleet-health sweep of the 7 lab hosts: {time.monotonic() - started:.1f}s")
     assert result.returncode == 0, result.stdout + result.stderr
     assert result.stdout.strip().splitlines()[-1].startswith("HEALTHY: 7 hosts")
-    only_problems = converged.fleet_health("--problems").stdout.strip().splitlines()
-    assert len(only_problems) == 1 and only_problems[0].startswith("HEALTHY: 7 hosts"), only_problems
+    rows, summary = problem_rows(converged)
+    # Healthy allows warnings (a busy 2-CPU machine shows its load): no ok row, no FAIL row.
+    assert summary.startswith("HEALTHY: 7 hosts") and all(row[3] == "WARN" for row in rows), rows
     code, report = sweep(converged)
     assert code == 0 and report["status"] == "healthy", failing(report)
     data = checks_of(report, converged.host("data")["name"])
@@ -70,10 +80,11 @@ def test_a_stopped_worker_container_is_named_then_recovers(converged: Lab):
         problems = failing(report)
         assert list(problems) == [host["name"]]
         assert any("container worker is exited" in p for p in problems[host["name"]]), problems
-        rows = converged.fleet_health("--problems").stdout.strip().splitlines()
-        assert rows[0].split() == ["HOST", "TIER", "CHECK", "STATUS", "TOOK", "DETAIL"]
-        assert rows[-1].startswith("DEGRADED: 7 hosts") and rows[-2] == ""
-        assert rows[1:-2] and all(row.startswith(host["name"]) and " FAIL " in row for row in rows[1:-2]), rows
+        rows, summary = problem_rows(converged)
+        assert summary.startswith("DEGRADED: 7 hosts")
+        failed = [row for row in rows if row[3] == "FAIL"]
+        assert failed and all(row[0] == host["name"] for row in failed), rows
+        assert all(row[3] in ("WARN", "FAIL") for row in rows), rows
     finally:
         converged.ssh(host["private_ip"], "sudo docker start worker")
     wait_green(converged)
