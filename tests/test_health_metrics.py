@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import socket
@@ -11,6 +12,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import httpx
 import pytest
+from helpers import wait_for
 
 from devstack.servers import REPO_ROOT
 
@@ -33,8 +35,17 @@ def test_every_response_carries_a_request_id_and_the_replica(api, stack):
     assert api.get("/health", headers={"X-Request-ID": "a b\tc"}).headers["x-request-id"] != "a b\tc"
     assert api.get("/nowhere", headers={"X-Request-ID": "trace-404"}).headers["x-request-id"] == "trace-404"
     api.get("/api/items", headers={"X-Request-ID": "trace-logged"})
-    log = (stack.api.log_path).read_text()
-    assert '"request_id": "trace-logged"' in log and '"route": "/api/items"' in log
+
+    # The access line is written once the response has been sent, so the client can see the
+    # response a moment before the line reaches the log.
+    def access_line() -> dict | None:
+        for line in stack.api.log_path.read_text().splitlines():
+            if '"request_id": "trace-logged"' in line:
+                return json.loads(line)
+        return None
+
+    logged = wait_for(access_line, timeout=5, what="access log line for trace-logged")
+    assert logged["route"] == "/api/items" and logged["status"] == 200
 
 
 def sample(text: str, name: str, **labels: str) -> float:
@@ -58,9 +69,16 @@ def test_metrics_add_up_across_gunicorn_workers(stack, api):
         assert set(pool.map(one_request, range(60))) == {404}
     api.post("/api/async/report", json={})
 
-    after = api.get("/metrics")
-    assert after.headers["content-type"].startswith("text/plain")
-    text = after.text
+    assert api.get("/metrics").headers["content-type"].startswith("text/plain")
+
+    # Each request is counted once its response has gone out, so the last few may land a moment
+    # after the client has its answers.
+    def counted() -> str | None:
+        text = api.get("/metrics").text
+        seen = sample(text, "http_requests_total", route="/api/items/{item_id}", method="GET", status="404")
+        return text if seen >= base + 60 else None
+
+    text = wait_for(counted, timeout=5, what="60 requests counted")
     assert sample(text, "http_requests_total", route="/api/items/{item_id}", method="GET", status="404") == base + 60
     assert sample(text, "tasks_submitted_total", kind="report") == submitted + 1
     assert sample(text, "http_request_duration_seconds_count", route="/api/items/{item_id}", method="GET") >= 60

@@ -10,6 +10,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import httpx
 from e2e_stack import task_result
+from helpers import wait_for
 
 
 def test_every_service_is_up_and_healthy(compose_stack):
@@ -58,8 +59,13 @@ def test_security_headers_and_request_ids(compose_stack):
         assert "server" not in response.headers or "nginx/" not in response.headers["server"]
         # Metrics are for the internal network only.
         assert client.get("/metrics").status_code == 404
-    log = compose_stack.compose("logs", "--no-log-prefix", "nginx").stdout
-    line = next(json.loads(line) for line in log.splitlines() if "e2e-trace-1" in line)
+
+    # nginx writes the access line after the response, and docker's log driver adds a hop.
+    def access_line() -> dict | None:
+        log = compose_stack.compose("logs", "--no-log-prefix", "nginx").stdout
+        return next((json.loads(line) for line in log.splitlines() if "e2e-trace-1" in line), None)
+
+    line = wait_for(access_line, timeout=10, interval=0.5, what="nginx access line for e2e-trace-1")
     assert line["upstream_addr"] and line["upstream_response_time"] and line["status"] == 200
 
 
