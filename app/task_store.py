@@ -52,19 +52,31 @@ def get(task_id: str) -> dict[str, Any] | None:
 
 
 def record_retry(task_id: str, retries: int, error: dict[str, str]) -> None:
-    db.collection(db.TASKS).update_one(
-        {"_id": task_id, "state": {"$nin": list(FINAL_STATES)}},
-        {"$set": {"state": "RETRY", "retries": retries, "error": error}},
+    # Celery calls this after the next attempt is published; with a short delay that attempt
+    # may already have run, so a late call never lowers the count or reopens a final state.
+    tasks = db.collection(db.TASKS)
+    tasks.update_one({"_id": task_id}, {"$max": {"retries": retries}})
+    tasks.update_one(
+        {"_id": task_id, "state": {"$nin": list(FINAL_STATES)}, "retries": retries},
+        {"$set": {"state": "RETRY", "error": error}},
     )
 
 
 def finish(
-    task_id: str, state: str, worker: str | None, result: Any = None, error: dict[str, str] | None = None
+    task_id: str,
+    state: str,
+    worker: str | None,
+    retries: int,
+    result: Any = None,
+    error: dict[str, str] | None = None,
 ) -> None:
     # A revoked record stays revoked even if the task managed to finish.
     db.collection(db.TASKS).update_one(
         {"_id": task_id, "state": {"$ne": "REVOKED"}},
-        {"$set": {"state": state, "result": result, "error": error, "worker": worker, "finished_at": _now()}},
+        {
+            "$set": {"state": state, "result": result, "error": error, "worker": worker, "finished_at": _now()},
+            "$max": {"retries": retries},
+        },
     )
 
 

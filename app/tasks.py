@@ -3,7 +3,7 @@
 - `process_data` (heavy queue): CPU-bound processing that reports progress per iteration.
 - `generate_report` (default queue): aggregates items in MongoDB and stores a report document.
 - `notify` (default queue): POSTs to an allowed URL; transient failures are retried with
-  exponential backoff and jitter.
+  exponential backoff (and jitter, by default).
 - `cleanup` (daily, from beat): removes expired task records and what the tasks left behind.
 """
 
@@ -19,7 +19,7 @@ from urllib.parse import urlsplit
 
 import httpx
 from celery import Task, states
-from celery.exceptions import Ignore, SoftTimeLimitExceeded
+from celery.exceptions import Ignore, Reject, Retry, SoftTimeLimitExceeded
 from pymongo.errors import ConnectionFailure, PyMongoError
 
 from app import db, item_store, task_store
@@ -38,7 +38,7 @@ RETRY_OPTIONS: dict[str, Any] = {
     "max_retries": settings.task_max_retries,
     "retry_backoff": settings.task_retry_backoff_seconds,
     "retry_backoff_max": settings.task_retry_backoff_max_seconds,
-    "retry_jitter": True,
+    "retry_jitter": settings.task_retry_jitter,
 }
 
 
@@ -51,7 +51,11 @@ class PermanentCalloutError(Exception):
 
 
 class RecordedTask(Task):
-    """Skips revoked tasks, and writes retries and the final outcome to the task's record."""
+    """Skips revoked tasks, and writes retries and the final outcome to the task's record.
+
+    The outcome is recorded in the task's own call, before Celery stores the live result,
+    so whoever sees SUCCESS or FAILURE also sees the worker, the finish time and the retries.
+    """
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         # Workers only remember revokes broadcast while they were up; the record is durable.
@@ -59,26 +63,32 @@ class RecordedTask(Task):
             log.info("skipping revoked task")
             self.backend.mark_as_revoked(self.request.id, "revoked before it started", request=self.request)
             raise Ignore()
-        return super().__call__(*args, **kwargs)
+        try:
+            retval = super().__call__(*args, **kwargs)
+        except (Retry, Ignore, Reject):
+            raise  # not an outcome: another attempt follows, or Celery was told to drop it
+        except Exception as exc:
+            self._record(states.FAILURE, error=task_store.error_of(exc))
+            raise
+        self._record(states.SUCCESS, result=retval)
+        return retval
+
+    def _record(self, state: str, result: Any = None, error: dict[str, str] | None = None) -> None:
+        if not self.request.id:
+            return  # called directly, not as a task
+        try:
+            task_store.finish(
+                self.request.id, state, self.request.hostname, self.request.retries, result=result, error=error
+            )
+        except PyMongoError:
+            # The Redis result still holds the outcome for RESULT_TTL_SECONDS.
+            log.warning("could not record the outcome", exc_info=True)
 
     def on_retry(self, exc: BaseException, task_id: str, args: Any, kwargs: Any, einfo: Any) -> None:
         try:
             task_store.record_retry(task_id, self.request.retries + 1, task_store.error_of(exc))
         except PyMongoError:
             log.warning("could not record retry", exc_info=True)
-
-    def after_return(self, status: str, retval: Any, task_id: str, args: Any, kwargs: Any, einfo: Any) -> None:
-        if status not in (states.SUCCESS, states.FAILURE):
-            return
-        try:
-            worker = self.request.hostname
-            if status == states.SUCCESS:
-                task_store.finish(task_id, status, worker, result=retval)
-            else:
-                task_store.finish(task_id, status, worker, error=task_store.error_of(retval))
-        except PyMongoError:
-            # The Redis result still holds the outcome for RESULT_TTL_SECONDS.
-            log.warning("could not record the outcome", exc_info=True)
 
 
 def canonical_bytes(data: Any) -> bytes:

@@ -27,6 +27,8 @@ TEST_SETTINGS = {
     "CALLOUT_ALLOWED_HOSTS": "127.0.0.1",
     "TASK_RETRY_BACKOFF_SECONDS": "1",
     "TASK_RETRY_BACKOFF_MAX_SECONDS": "2",
+    # Exact delays: with full jitter a delay can be 0 s and the RETRY state too brief to see.
+    "TASK_RETRY_JITTER": "false",
     "TASK_SOFT_TIME_LIMIT_SECONDS": "60",
     "TASK_TIME_LIMIT_SECONDS": "90",
     "CACHE_RETRY_AFTER_SECONDS": "1",

@@ -133,7 +133,7 @@ def test_worker_killed_mid_task_the_task_is_redelivered_and_completes(api, stack
         final = wait_for_task(api, task_id, timeout=120)
         assert final["state"] == "SUCCESS", final
         assert final["progress"]["total"] == 1000
-        assert final["worker"] != node  # the other worker ran it again
+        assert final["worker"] not in (None, node)  # the other worker ran it again
     finally:
         victim.start()
     assert running_on() is None

@@ -6,6 +6,7 @@ import hashlib
 import json
 import socket
 import threading
+import time
 from collections import defaultdict
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -88,7 +89,11 @@ class CalloutHandler(BaseHTTPRequestHandler):
 
     def do_POST(self) -> None:  # noqa: N802 - http.server's naming
         length = int(self.headers.get("content-length", 0))
-        call = {"body": json.loads(self.rfile.read(length) or b"null"), "headers": dict(self.headers)}
+        call = {
+            "body": json.loads(self.rfile.read(length) or b"null"),
+            "headers": dict(self.headers),
+            "at": time.monotonic(),
+        }
         calls = self.server.calls[self.path]
         calls.append(call)
         parts = self.path.strip("/").split("/")
@@ -139,6 +144,9 @@ def test_transient_failures_are_retried_until_success(api, callout, unique):
     # The same idempotency key on every attempt lets the receiver drop duplicates.
     assert {c["headers"]["Idempotency-Key"] for c in calls} == {task_id}
     assert [c["headers"]["X-Attempt"] for c in calls] == ["1", "2", "3"]
+    # Exponential backoff without jitter (the suite's setting): 1 s, then 2 s (the cap).
+    gaps = [later["at"] - earlier["at"] for earlier, later in zip(calls, calls[1:], strict=False)]
+    assert gaps[0] >= 0.95 and gaps[1] >= 1.95, gaps
 
 
 def test_a_task_that_always_fails_ends_in_failure_after_three_retries(api, callout, unique):

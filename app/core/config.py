@@ -94,6 +94,9 @@ class Settings(BaseSettings):
     task_max_retries: int = Field(3, ge=0, le=20)
     task_retry_backoff_seconds: int = Field(2, ge=1, le=600)
     task_retry_backoff_max_seconds: int = Field(600, ge=1)
+    # Full jitter (Celery's): each delay is random between 0 and the backoff, which spreads
+    # retries out; off, each delay is exactly the backoff.
+    task_retry_jitter: bool = True
     task_soft_time_limit_seconds: int = Field(300, ge=1)
     task_time_limit_seconds: int = Field(330, ge=1)
     # CPU work per iteration of the data-processing task (PBKDF2 rounds).

@@ -95,7 +95,7 @@ def test_a_task_survives_its_worker_being_stopped(compose_stack):
         finally:
             subprocess.run(["docker", "start", victim], check=True, capture_output=True, timeout=60)
     assert final["state"] == "SUCCESS", final
-    assert final["worker"] != node, "the task should have finished on another worker"
+    assert final["worker"] not in (None, node), "the task should have finished on another worker"
     wait_healthy(compose_stack)
 
 
