@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 import schemathesis
+from helpers import wait_for
 from hypothesis import HealthCheck, settings
 from schemathesis.specs.openapi.checks import positive_data_acceptance
 
@@ -22,6 +23,14 @@ def purge_generated_work(stack):
 
     with celery_app.connection_for_write() as connection:
         celery_app.control.purge(connection=connection)
+
+        # Purging drops what waits in the queues; what a worker already holds has to finish.
+        def idle() -> bool:
+            inspect = celery_app.control.inspect(timeout=1, connection=connection)
+            held = [inspect.active(), inspect.reserved()]
+            return all(replies is not None and not any(replies.values()) for replies in held)
+
+        wait_for(idle, timeout=120, interval=1, what="workers idle after the generated tasks")
 
 
 @schema.parametrize()

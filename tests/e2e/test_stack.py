@@ -102,14 +102,19 @@ def test_rate_limit_answers_429_json_to_the_flooding_client_only(compose_stack):
     )
     time.sleep(0.5)
     limits = httpx.Limits(max_connections=50)
+    started = time.monotonic()
     with httpx.Client(base_url=compose_stack.url, timeout=15, limits=limits) as client:
         with ThreadPoolExecutor(50) as pool:
-            responses = list(pool.map(lambda _: client.get("/health"), range(600)))
+            responses = list(pool.map(lambda _: client.get("/health"), range(800)))
+    elapsed = time.monotonic() - started
     out, err = calm.communicate(timeout=60)
 
     statuses = Counter(r.status_code for r in responses)
-    assert statuses[429] > 100, statuses
+    assert set(statuses) == {200, 429}, statuses
     assert statuses[200] >= 100, statuses  # the burst allowance
+    # No more got through than the burst plus 100 per second over the flood (and a little for
+    # the edges), however fast this machine managed to send them.
+    assert statuses[200] <= 100 + 100 * elapsed + 20, (statuses, f"{elapsed:.2f}s")
     limited = next(r for r in responses if r.status_code == 429)
     assert limited.headers["content-type"] == "application/json"
     assert "100 per second" in limited.json()["detail"]
