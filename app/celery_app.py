@@ -76,9 +76,15 @@ def create_celery() -> Celery:
         redis_socket_timeout=settings.broker_timeout_seconds,
         redis_retry_on_timeout=False,
         # Beat: RedBeat keeps the schedule in Redis and holds a lock, so a second beat
-        # instance waits as a standby instead of sending every periodic task twice.
-        beat_scheduler="redbeat.RedBeatScheduler",
+        # instance waits as a standby instead of sending every periodic task twice
+        # (app.beat: the same, riding out a Redis outage).
+        beat_scheduler="app.beat:ResilientRedBeatScheduler",
         redbeat_redis_url=settings.celery_result_backend,
+        # Bounded calls, so a tick during a network partition fails (and is retried) rather than hangs.
+        redbeat_redis_options={
+            "socket_connect_timeout": settings.broker_timeout_seconds,
+            "socket_timeout": settings.broker_timeout_seconds,
+        },
         redbeat_lock_timeout=settings.beat_lock_timeout_seconds,
         beat_max_loop_interval=min(30, settings.beat_lock_timeout_seconds // 2),
         beat_schedule={

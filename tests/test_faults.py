@@ -93,6 +93,27 @@ def test_redis_down_reads_fall_back_to_mongodb(api, stack, unique):
     assert wait_for_task(api, task_id)["state"] == "SUCCESS"
 
 
+def test_beat_rides_out_a_redis_outage_longer_than_its_lock(api, stack):
+    from app import healthcheck
+
+    def beat_log() -> str:
+        return stack.beat.log_path.read_text(errors="replace")
+
+    lock_timeout = int(stack.env["BEAT_LOCK_TIMEOUT_SECONDS"])
+    stack.redis.stop()
+    try:
+        wait_for(lambda: "beat cannot reach Redis" in beat_log(), timeout=30, what="beat noticing the outage")
+        time.sleep(lock_timeout + 1)  # long enough for the lock's time-to-live to run out
+        assert stack.beat.proc.poll() is None, "beat exited during the outage"
+    finally:
+        stack.redis.start()
+
+    wait_for(lambda: "it was free and is held again" in beat_log(), timeout=20, what="beat taking its lock again")
+    assert stack.beat.proc.poll() is None
+    assert wait_for(healthcheck.beat, timeout=10, what="beat healthy")
+    wait_for(lambda: api.get("/health/ready").status_code == 200, timeout=30, what="ready again")
+
+
 def test_broker_down_refuses_submits_then_recovers(api, stack):
     stack.rabbitmq.stop()
     try:
