@@ -57,7 +57,8 @@ def sample(text: str, name: str, **labels: str) -> float:
 
 def test_metrics_add_up_across_gunicorn_workers(stack, api):
     before = api.get("/metrics").text
-    base = sample(before, "http_requests_total", route="/api/items/{item_id}", method="GET", status="404")
+    not_found = {"route": "/api/items/{item_id}", "method": "GET", "status": "404"}
+    base = sample(before, "http_requests_total", **not_found)
     submitted = sample(before, "tasks_submitted_total", kind="report")
     missing = "f" * 24
 
@@ -75,11 +76,10 @@ def test_metrics_add_up_across_gunicorn_workers(stack, api):
     # after the client has its answers.
     def counted() -> str | None:
         text = api.get("/metrics").text
-        seen = sample(text, "http_requests_total", route="/api/items/{item_id}", method="GET", status="404")
-        return text if seen >= base + 60 else None
+        return text if sample(text, "http_requests_total", **not_found) >= base + 60 else None
 
     text = wait_for(counted, timeout=5, what="60 requests counted")
-    assert sample(text, "http_requests_total", route="/api/items/{item_id}", method="GET", status="404") == base + 60
+    assert sample(text, "http_requests_total", **not_found) == base + 60
     assert sample(text, "tasks_submitted_total", kind="report") == submitted + 1
     assert sample(text, "http_request_duration_seconds_count", route="/api/items/{item_id}", method="GET") >= 60
     # The route template is the label, never the raw path.

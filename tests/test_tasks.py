@@ -10,6 +10,7 @@ import time
 from collections import defaultdict
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from itertools import pairwise
 
 import pytest
 from helpers import wait_for, wait_for_task
@@ -145,7 +146,7 @@ def test_transient_failures_are_retried_until_success(api, callout, unique):
     assert {c["headers"]["Idempotency-Key"] for c in calls} == {task_id}
     assert [c["headers"]["X-Attempt"] for c in calls] == ["1", "2", "3"]
     # Exponential backoff without jitter (the suite's setting): 1 s, then 2 s (the cap).
-    gaps = [later["at"] - earlier["at"] for earlier, later in zip(calls, calls[1:], strict=False)]
+    gaps = [later["at"] - earlier["at"] for earlier, later in pairwise(calls)]
     assert gaps[0] >= 0.95 and gaps[1] >= 1.95, gaps
 
 
