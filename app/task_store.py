@@ -138,6 +138,12 @@ def status(record: dict[str, Any]) -> dict[str, Any]:
         return view  # Redis is down: the record's last known state is the best answer.
     if state == "PENDING":
         return view  # queued (or its live result expired): the record is authoritative
+    if state in FINAL_STATES:
+        # Workers record the outcome before Celery stores the live result, so a record read
+        # before it ended has its outcome now, with the worker and the finish time.
+        latest = get(task_id)
+        if latest is not None and latest["state"] in FINAL_STATES:
+            return status(latest)
     view["state"] = state
     view["progress"] = _progress(state, info)
     if state == "SUCCESS":

@@ -7,6 +7,7 @@ import json
 import socket
 import threading
 import time
+import uuid
 from collections import defaultdict
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -224,6 +225,23 @@ def test_a_revoked_task_still_queued_never_runs(api, stack, mongo):
     wait_for(lambda: mongo.tasks.find_one({"_id": task_id})["state"] == "REVOKED", timeout=5)
     wait_for(lambda: AsyncResult(task_id).state == "REVOKED", timeout=5, what="revoked in the result backend")
     assert api.get(f"/api/tasks/{task_id}").json()["state"] == "REVOKED"
+
+
+def test_a_status_read_as_the_task_ends_carries_the_worker_and_finish_time(stack):
+    # The API reads the record, then the live result; a task can end in between. The worker
+    # records the outcome before Celery stores the live result, which status() relies on.
+    from app import task_store
+    from app.celery_app import celery_app
+
+    task_id = str(uuid.uuid4())
+    task_store.issue(task_id, "process", "heavy")
+    read_before_the_end = task_store.get(task_id)
+    task_store.finish(task_id, "SUCCESS", "worker9@host", 0, result={"iterations": 1})
+    celery_app.backend.mark_as_done(task_id, {"iterations": 1})
+
+    view = task_store.status(read_before_the_end)
+    assert view["state"] == "SUCCESS" and view["result"] == {"iterations": 1}
+    assert view["worker"] == "worker9@host" and view["finished_at"] is not None
 
 
 def test_unknown_task_ids_are_404_not_pending(api):
