@@ -1,4 +1,6 @@
-"""Errors that every route shares, answered as JSON: dependencies that are down become 503."""
+"""Errors that every route shares, answered as JSON: dependencies that are down become 503.
+Anything unhandled is answered 500 by the request middleware (app/middleware.py), which keeps
+the request id on the response and in the log line."""
 
 from __future__ import annotations
 
@@ -14,6 +16,7 @@ from starlette.routing import Match
 log = logging.getLogger(__name__)
 
 RETRY_AFTER_SECONDS = "5"
+INTERNAL_ERROR_DETAIL = "Internal server error; see the logs for this request id."
 
 
 class DependencyUnavailable(Exception):
@@ -41,23 +44,22 @@ async def _mongo_error(_: Request, exc: PyMongoError) -> JSONResponse:
     if isinstance(exc, ConnectionFailure) or exc.timeout:
         log.warning("mongodb unavailable", extra={"error": str(exc)[:300]})
         return unavailable("mongodb", "MongoDB is unavailable; try again shortly.")
-    return await _unexpected(_, exc)
+    raise exc  # anything else is a bug: the request middleware answers 500 with the request id
 
 
-async def _unexpected(_: Request, exc: Exception) -> JSONResponse:
-    log.error("unhandled error", exc_info=exc)
-    return JSONResponse(status_code=500, content={"detail": "Internal server error; see the logs for this request id."})
+HTTP_METHODS = ("DELETE", "GET", "HEAD", "PATCH", "POST", "PUT")
 
 
 async def _method_not_allowed(request: Request, exc: HTTPException) -> Response:
-    # Starlette lists only the first matching route's methods in Allow; a path served by
-    # several routes (GET and POST /api/items) must list them all.
-    allowed: set[str] = set()
-    for route in request.app.router.routes:
-        match, _ = route.matches({**request.scope, "method": "GET"})
-        if match != Match.NONE:
-            allowed |= getattr(route, "methods", None) or set()
-    return JSONResponse({"detail": exc.detail}, status_code=405, headers={"Allow": ", ".join(sorted(allowed))})
+    # Allow lists every method some route serves on this path (GET and POST /api/items are two
+    # routes), found by asking the routes themselves, whatever they are nested in.
+    routes = request.app.router.routes
+    allowed = [
+        method
+        for method in HTTP_METHODS
+        if any(route.matches({**request.scope, "method": method})[0] == Match.FULL for route in routes)
+    ]
+    return JSONResponse({"detail": exc.detail}, status_code=405, headers={"Allow": ", ".join(allowed)})
 
 
 async def _http_error(request: Request, exc: HTTPException) -> Response:
@@ -70,4 +72,3 @@ def install(app: FastAPI) -> None:
     app.add_exception_handler(HTTPException, _http_error)
     app.add_exception_handler(DependencyUnavailable, _dependency_unavailable)
     app.add_exception_handler(PyMongoError, _mongo_error)
-    app.add_exception_handler(Exception, _unexpected)

@@ -1,5 +1,6 @@
 """One pure-ASGI middleware for what every request needs: a request id, the replica's name, a
-body-size limit, metrics and a JSON access log line. Pure ASGI keeps streaming responses unbuffered.
+body-size limit, metrics, a JSON access log line, and a JSON 500 for anything unhandled.
+Pure ASGI keeps streaming responses unbuffered.
 
 The body limit is ours rather than FastAPI's `max_body_size` because that one answers an
 oversized Content-Length with a plain-text 413, and every error here is JSON.
@@ -17,10 +18,12 @@ import uuid
 from fastapi import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from app import metrics
+from app import lifecycle, metrics
 from app.core.logging import request_id_var
+from app.errors import INTERNAL_ERROR_DETAIL
 
 access_log = logging.getLogger("app.access")
+log = logging.getLogger(__name__)
 
 REQUEST_ID_HEADER = b"x-request-id"
 # Names the replica that answered (its hostname: the container id under Docker), so load
@@ -54,11 +57,18 @@ class RequestContextMiddleware:
         started = time.perf_counter()
         status = 500
 
+        started_response = False
+
         async def send_with_request_id(message: Message) -> None:
-            nonlocal status
+            nonlocal status, started_response
             if message["type"] == "http.response.start":
-                status = message["status"]
-                message["headers"] = [*message.get("headers", []), (REQUEST_ID_HEADER, request_id.encode()), SERVED_BY]
+                status, started_response = message["status"], True
+                headers = [*message.get("headers", []), (REQUEST_ID_HEADER, request_id.encode()), SERVED_BY]
+                if lifecycle.draining:
+                    # This process is shutting down: the server closes the connection after this
+                    # response, and the load balancer knows not to reuse it (no race with a close).
+                    headers.append((b"connection", b"close"))
+                message["headers"] = headers
             await send(message)
 
         received = 0
@@ -78,6 +88,13 @@ class RequestContextMiddleware:
                 await self._reject(BodyTooLarge(self.max_body_bytes), send_with_request_id)
             else:
                 await self.app(scope, receive_with_limit, send_with_request_id)
+        except Exception:
+            # Inside this middleware, unlike Starlette's outermost error handler, the 500 still
+            # carries the request id, and so does its log line.
+            log.exception("unhandled error")
+            if started_response:
+                raise  # too late for a 500: the server closes the connection
+            await self._reject(HTTPException(500, detail=INTERNAL_ERROR_DETAIL), send_with_request_id)
         finally:
             elapsed = time.perf_counter() - started
             # The route template, not the path, keeps the label set small.

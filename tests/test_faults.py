@@ -24,7 +24,7 @@ def mongo_down(stack):
     stack.mongo.start()
 
 
-def test_mongodb_down_answers_503_within_two_seconds_then_recovers(api, unique, stack, mongo_down):
+def test_mongodb_down_answers_503_within_its_budget_then_recovers(api, unique, stack, mongo_down):
     for call in (
         lambda: api.get("/api/items"),
         lambda: api.get("/api/items/" + "a" * 24),
@@ -35,7 +35,7 @@ def test_mongodb_down_answers_503_within_two_seconds_then_recovers(api, unique, 
         assert response.status_code == 503, response.text
         assert response.json()["dependency"] == "mongodb"
         assert response.headers["retry-after"]
-        assert took < 2.0, f"{response.request.url} took {took:.2f}s"
+        assert took < 1.5, f"{response.request.url} took {took:.2f}s"
 
     ready, took = timed(lambda: api.get("/health/ready"))
     assert ready.status_code == 503 and took < 2.0

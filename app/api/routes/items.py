@@ -13,16 +13,18 @@ from app.api.deps import (
     AUTH_ERRORS,
     BODY_ERRORS,
     CONFLICT,
+    MONGO_BUDGET,
     NOT_FOUND,
     READ_ACCESS,
     READ_AUTH_ERRORS,
     UNAVAILABLE,
     WRITE_ACCESS,
 )
+from app.api.json_body import StrictJSONRoute
 from app.core.config import get_settings
 from app.schemas import Item, ItemCreate, ItemPage, ItemUpdate, ObjectIdStr
 
-router = APIRouter(prefix="/api/items", tags=["items"])
+router = APIRouter(prefix="/api/items", tags=["items"], dependencies=MONGO_BUDGET, route_class=StrictJSONRoute)
 
 MAX_OFFSET = 10_000
 

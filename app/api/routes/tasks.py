@@ -22,17 +22,19 @@ from app.api.deps import (
     AUTH_ERRORS,
     BODY_ERRORS,
     CONFLICT,
+    MONGO_BUDGET,
     NOT_FOUND,
     READ_ACCESS,
     READ_AUTH_ERRORS,
     UNAVAILABLE,
     WRITE_ACCESS,
 )
+from app.api.json_body import StrictJSONRoute
 from app.celery_app import celery_app
 from app.errors import DependencyUnavailable
 from app.schemas import NotifyRequest, ProcessRequest, ReportRequest, TaskAccepted, TaskStatus
 
-router = APIRouter(prefix="/api", tags=["tasks"])
+router = APIRouter(prefix="/api", tags=["tasks"], dependencies=MONGO_BUDGET, route_class=StrictJSONRoute)
 
 TaskId = Annotated[uuid.UUID, Path(description="The task id returned by a submit.")]
 _SUBMIT = {
