@@ -2,7 +2,8 @@
 
 Tunables come from the environment (documented in `.env.example`): BIND, WEB_CONCURRENCY,
 GUNICORN_TIMEOUT, GUNICORN_GRACEFUL_TIMEOUT, GUNICORN_KEEPALIVE, GUNICORN_MAX_REQUESTS,
-GUNICORN_MAX_REQUESTS_JITTER, PROMETHEUS_MULTIPROC_DIR, LOG_LEVEL.
+GUNICORN_MAX_REQUESTS_JITTER, GUNICORN_DRAIN_SECONDS (app/gunicorn_worker.py),
+PROMETHEUS_MULTIPROC_DIR, LOG_LEVEL.
 """
 
 from __future__ import annotations
@@ -25,11 +26,13 @@ def _int(name: str, default: int) -> int:
 
 
 bind = os.environ.get("BIND", "0.0.0.0:8000")
-worker_class = "uvicorn_worker.UvicornWorker"
+# uvicorn's worker, draining kept-alive connections when it is recycled or stopped.
+worker_class = "app.gunicorn_worker.DrainingUvicornWorker"
 # Endpoints block on MongoDB in a thread pool, so a worker per core plus one keeps the
 # cores busy while others wait on I/O; cap it for large hosts, override with WEB_CONCURRENCY.
 workers = _int("WEB_CONCURRENCY", min(2 * (os.cpu_count() or 1) + 1, 16))
 timeout = _int("GUNICORN_TIMEOUT", 60)
+# Room for the drain (GUNICORN_DRAIN_SECONDS) and the requests in flight after it.
 graceful_timeout = _int("GUNICORN_GRACEFUL_TIMEOUT", 30)
 # Longer than nginx's upstream keepalive_timeout, so nginx closes idle connections first.
 keepalive = _int("GUNICORN_KEEPALIVE", 75)
