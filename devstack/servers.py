@@ -196,30 +196,47 @@ class RedisServer(Process):
 
 
 class RabbitMQServer(Process):
+    """RabbitMQ with an administrator (its default user, no guest) and the app's own user and
+    vhost, made by app/broker_setup.py over the management API, as the compose stack does."""
+
     name = "rabbitmq"
     ready_timeout = 60.0
 
-    def __init__(self, workdir: Path, port: int | None = None, user: str = "app", password: str | None = None) -> None:
+    def __init__(
+        self,
+        workdir: Path,
+        port: int | None = None,
+        user: str = "app",
+        password: str | None = None,
+        admin_password: str | None = None,
+        vhost: str = "app",
+    ) -> None:
         super().__init__(workdir)
         self.port = port or free_port()
         self.dist_port = free_port()
+        self.management_port = free_port()
         self.user = user
         self.password = password or generate_secret()
+        self.admin_user = "admin"
+        self.admin_password = admin_password or generate_secret()
+        self.vhost = vhost
         self.nodename = f"devstack{self.port}@localhost"
 
     def environment(self) -> dict[str, str]:
         config = self.workdir / "rabbitmq.conf"
         config.write_text(
             f"listeners.tcp.default = 127.0.0.1:{self.port}\n"
-            f"default_user = {self.user}\n"
-            f"default_pass = {self.password}\n"
+            f"management.tcp.ip = 127.0.0.1\n"
+            f"management.tcp.port = {self.management_port}\n"
+            f"default_user = {self.admin_user}\n"
+            f"default_pass = {self.admin_password}\n"
             "default_vhost = /\n"
             "loopback_users = none\n"
             "log.console = true\n"
             "log.console.level = warning\n"
             "log.file = false\n"
         )
-        (self.workdir / "enabled_plugins").write_text("[].\n")
+        (self.workdir / "enabled_plugins").write_text("[rabbitmq_management].\n")
         return {
             **os.environ,
             "HOME": str(self.workdir),  # the Erlang cookie lives here
@@ -239,7 +256,18 @@ class RabbitMQServer(Process):
         return [RABBITMQ_SERVER]
 
     def url(self) -> str:
-        return f"amqp://{self.user}:{self.password}@127.0.0.1:{self.port}//"
+        return f"amqp://{self.user}:{self.password}@127.0.0.1:{self.port}/{self.vhost}"
+
+    @property
+    def management_url(self) -> str:
+        return f"http://127.0.0.1:{self.management_port}"
+
+    def start(self, wait: bool = True) -> RabbitMQServer:
+        super().start(wait=True)
+        from app.broker_setup import ensure_app_account
+
+        ensure_app_account(self.management_url, (self.admin_user, self.admin_password), self.url())
+        return self
 
     def ctl(self, *args: str) -> str:
         """Run rabbitmqctl against this node."""
@@ -258,7 +286,7 @@ class RabbitMQServer(Process):
         import amqp
 
         connection = amqp.Connection(
-            f"127.0.0.1:{self.port}", userid=self.user, password=self.password, connect_timeout=1
+            f"127.0.0.1:{self.port}", userid=self.admin_user, password=self.admin_password, connect_timeout=1
         )
         connection.connect()
         connection.close()

@@ -35,7 +35,10 @@ class Stack:
         self.root = root
         self.redis = RedisServer(root / "redis", port=ports.get("redis"), password=passwords.get("redis"))
         self.rabbitmq = RabbitMQServer(
-            root / "rabbitmq", port=ports.get("rabbitmq"), password=passwords.get("rabbitmq")
+            root / "rabbitmq",
+            port=ports.get("rabbitmq"),
+            password=passwords.get("rabbitmq"),
+            admin_password=passwords.get("rabbitmq_admin"),
         )
         self.mongo = (
             None
@@ -68,7 +71,12 @@ class Stack:
 
     @property
     def passwords(self) -> dict[str, str]:
-        passwords = {"redis": self.redis.password, "rabbitmq": self.rabbitmq.password, "api_key": self.api_key}
+        passwords = {
+            "redis": self.redis.password,
+            "rabbitmq": self.rabbitmq.password,
+            "rabbitmq_admin": self.rabbitmq.admin_password,
+            "api_key": self.api_key,
+        }
         if self.mongo is not None:
             passwords["mongo"] = self.mongo.password
         return passwords

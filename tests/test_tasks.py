@@ -253,7 +253,9 @@ def test_unknown_task_ids_are_404_not_pending(api):
 
 def test_the_task_queues_are_durable_quorum_queues(api, stack):
     api.post("/api/async/process", json={"data": 1, "iterations": 1})  # the queues exist once used
-    listing = stack.rabbitmq.ctl("list_queues", "--quiet", "--formatter", "json", "name", "type", "durable")
+    listing = stack.rabbitmq.ctl(
+        "list_queues", "-p", stack.rabbitmq.vhost, "--quiet", "--formatter", "json", "name", "type", "durable"
+    )
     queues = {q["name"]: q for q in json.loads(listing)}
     for name in ("default", "heavy"):
         assert queues[name]["type"] == "quorum" and queues[name]["durable"] is True
