@@ -3,20 +3,67 @@
 Nothing is lost when a worker dies: messages are persistent on durable queues, publishing
 waits for the broker's confirm, and a task is acknowledged only after it finished
 (`task_acks_late`), so the broker redelivers it if the worker is killed mid-task.
+
+Nothing runs forever either: a task delivered TASK_MAX_DELIVERIES times without being
+acknowledged (its worker died, or lost the broker, each time) goes to the dead-letter queue,
+where workers record it as failed (app/dead_letters.py). And nothing grows without bound: past
+TASK_QUEUE_MAX_LENGTH messages, a queue refuses new ones and submits answer 503.
 """
 
 from __future__ import annotations
 
+import logging
+
+import redis
 from celery import Celery, signals
+from celery.backends.redis import RedisBackend
 from celery.schedules import crontab
 from kombu import Exchange, Queue
 
 from app import db
-from app.core.config import get_settings
+from app.core.config import Settings, get_settings
 from app.core.logging import configure_logging
+
+log = logging.getLogger(__name__)
 
 DEFAULT_QUEUE = "default"
 HEAVY_QUEUE = "heavy"
+DEAD_LETTER_EXCHANGE = "dead-letters"
+DEAD_LETTER_QUEUE = "dead-letters"
+
+
+class LiveStateBackend(RedisBackend):
+    """Celery's results in Redis, as the live view of tasks (state, progress, result) only.
+
+    A task's outcome is recorded in MongoDB first (app/tasks.py), so a write here that cannot
+    reach Redis is logged and dropped instead of failing the task: STARTED, a progress report,
+    RETRY, or even the result (the record has it) must not turn work into a failure.
+    """
+
+    def store_result(self, task_id, result, state, traceback=None, request=None, **kwargs):  # noqa: ANN001, ANN201
+        try:
+            return super().store_result(task_id, result, state, traceback, request, **kwargs)
+        except (redis.ConnectionError, redis.TimeoutError) as exc:
+            log.warning("cannot store the live state %s in Redis (%s); the task record keeps the outcome", state, exc)
+            return result
+
+
+def queue_arguments(settings: Settings) -> dict[str, object]:
+    """The task queues' arguments, fixed when a queue is first declared (see the README on changing them)."""
+    arguments: dict[str, object] = {
+        "x-max-length": settings.task_queue_max_length,
+        "x-overflow": "reject-publish",  # publishing into a full queue is refused (confirm: nack)
+        "x-dead-letter-exchange": DEAD_LETTER_EXCHANGE,
+    }
+    if settings.celery_queue_type == "quorum":
+        arguments |= {
+            "x-queue-type": "quorum",
+            # Deliveries after the first that may end unacknowledged; the next one dead-letters.
+            "x-delivery-limit": settings.task_max_deliveries - 1,
+            # Moved only once the dead-letter queue has it (needs reject-publish overflow).
+            "x-dead-letter-strategy": "at-least-once",
+        }
+    return arguments
 
 
 def _crontab(expression: str) -> crontab:
@@ -28,18 +75,16 @@ def _crontab(expression: str) -> crontab:
 
 def create_celery() -> Celery:
     settings = get_settings()
-    app = Celery(
-        settings.app_name,
-        broker=settings.celery_broker_url,
-        backend=settings.celery_result_backend,
-        include=["app.tasks"],
-    )
+    app = Celery(settings.app_name, broker=settings.celery_broker_url, include=["app.tasks"])
+    # Redis at CELERY_RESULT_BACKEND, through LiveStateBackend ("class+url"; a backend_cls,
+    # since Celery would otherwise take the bare URL from the environment variable).
+    app.backend_cls = f"app.celery_app:LiveStateBackend+{settings.celery_result_backend}"
     # A topic exchange: RabbitMQ's native delayed delivery (countdowns on quorum queues) needs
     # one; routing keys are the queue names.
     exchange = Exchange("tasks", type="topic", durable=True)
     # Quorum queues are replicated across a RabbitMQ cluster; Celery then turns off global
     # QoS and uses RabbitMQ's native delayed delivery for countdowns (retries).
-    queue_arguments = {"x-queue-type": "quorum"} if settings.celery_queue_type == "quorum" else None
+    arguments = queue_arguments(settings)
     app.conf.update(
         task_serializer="json",
         result_serializer="json",
@@ -53,14 +98,17 @@ def create_celery() -> Celery:
         task_default_delivery_mode="persistent",
         broker_transport_options={"confirm_publish": True},
         broker_connection_timeout=settings.broker_timeout_seconds,
+        # A pooled connection for each thread of the API's thread pool (anyio's 40), so a publish
+        # never waits for another one to end (app/publishing.py bounds each publish instead).
+        broker_pool_limit=40,
         broker_connection_retry_on_startup=True,
         broker_heartbeat=30,
         worker_cancel_long_running_tasks_on_connection_loss=True,
         # A down broker makes a submit fail fast (503) instead of blocking the request.
         task_publish_retry_policy={"max_retries": 2, "interval_start": 0, "interval_step": 0.2, "interval_max": 0.5},
         task_queues=(
-            Queue(DEFAULT_QUEUE, exchange, routing_key=DEFAULT_QUEUE, durable=True, queue_arguments=queue_arguments),
-            Queue(HEAVY_QUEUE, exchange, routing_key=HEAVY_QUEUE, durable=True, queue_arguments=queue_arguments),
+            Queue(DEFAULT_QUEUE, exchange, routing_key=DEFAULT_QUEUE, durable=True, queue_arguments=arguments),
+            Queue(HEAVY_QUEUE, exchange, routing_key=HEAVY_QUEUE, durable=True, queue_arguments=arguments),
         ),
         task_default_queue=DEFAULT_QUEUE,
         task_default_exchange="tasks",
@@ -112,3 +160,5 @@ def _worker_role(**_: object) -> None:
 
 
 celery_app = create_celery()
+# Workers also consume the dead-letter queue, to record what arrives there (app/dead_letters.py).
+celery_app.steps["consumer"].add("app.dead_letters:DeadLetterRecorder")

@@ -22,6 +22,7 @@ ITEMS = "items"
 TASKS = "tasks"
 REPORTS = "reports"
 MAINTENANCE = "maintenance_runs"
+IDEMPOTENCY_KEYS = "idempotency_keys"
 
 _lock = threading.Lock()
 _client: pymongo.MongoClient | None = None
@@ -95,5 +96,7 @@ def ensure_indexes() -> None:
     db[ITEMS].create_index("tags", name="tags")
     db[TASKS].create_index("expires_at", name="expires_at")
     db[REPORTS].create_index("created_at", name="created_at")
+    # MongoDB removes expired keys by itself; the daily cleanup does too (for servers without TTL).
+    db[IDEMPOTENCY_KEYS].create_index("expires_at", name="expires_at", expireAfterSeconds=0)
     _indexes_ready = True
     log.info("mongodb indexes ensured", extra={"database": db.name})

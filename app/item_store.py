@@ -9,6 +9,7 @@ from typing import Any
 import pymongo
 from bson import ObjectId
 from pymongo import ReturnDocument
+from pymongo.errors import DuplicateKeyError
 
 from app import db
 
@@ -41,11 +42,23 @@ def _now() -> datetime:
     return now.replace(microsecond=now.microsecond // 1000 * 1000)
 
 
-def create(fields: dict[str, Any]) -> dict[str, Any]:
+def new_id() -> str:
+    return str(ObjectId())
+
+
+def create(fields: dict[str, Any], item_id: str) -> dict[str, Any]:
+    """Insert the item under `item_id`; if an earlier attempt with that id (the same
+    Idempotency-Key) wrote it already, that item is the answer."""
     now = _now()
-    document = {**fields, "created_at": now, "updated_at": now}
-    result = db.collection(db.ITEMS).insert_one(document)
-    document["_id"] = result.inserted_id
+    document = {"_id": ObjectId(item_id), **fields, "created_at": now, "updated_at": now}
+    items = db.collection(db.ITEMS)
+    try:
+        items.insert_one(document)
+    except DuplicateKeyError:
+        earlier = items.find_one({"_id": document["_id"]})
+        if earlier is None:
+            raise  # another item has this name
+        return to_public(earlier)
     return to_public(document)
 
 

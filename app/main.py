@@ -9,7 +9,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 from pymongo.errors import PyMongoError
 
-from app import __version__, db, errors
+from app import __version__, db, errors, publishing
 from app.api.routes import health, items, metrics, tasks
 from app.core.config import get_settings
 from app.core.logging import configure_logging
@@ -38,6 +38,7 @@ def create_app() -> FastAPI:
         description="Items on MongoDB (synchronous) and background tasks on Celery (asynchronous).",
         lifespan=lifespan,
     )
+    publishing.bound_broker_io()
     errors.install(app)
     app.add_middleware(RequestContextMiddleware, max_body_bytes=settings.max_body_bytes)
     for module in (health, items, tasks, metrics):

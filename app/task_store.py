@@ -15,6 +15,7 @@ from typing import Any
 import redis
 from celery.result import AsyncResult
 from pymongo import ReturnDocument
+from pymongo.errors import DuplicateKeyError
 
 from app import db
 from app.core.config import get_settings
@@ -26,20 +27,25 @@ def _now() -> datetime:
     return datetime.now(UTC)
 
 
-def issue(task_id: str, kind: str, queue: str) -> None:
+def issue(task_id: str, kind: str, queue: str) -> bool:
+    """Write the task's record; False if it exists (an earlier attempt with the same Idempotency-Key)."""
     now = _now()
     expires_at = now + timedelta(hours=get_settings().task_record_ttl_hours)
-    db.collection(db.TASKS).insert_one(
-        {
-            "_id": task_id,
-            "kind": kind,
-            "queue": queue,
-            "state": "PENDING",
-            "retries": 0,
-            "submitted_at": now,
-            "expires_at": expires_at,
-        }
-    )
+    try:
+        db.collection(db.TASKS).insert_one(
+            {
+                "_id": task_id,
+                "kind": kind,
+                "queue": queue,
+                "state": "PENDING",
+                "retries": 0,
+                "submitted_at": now,
+                "expires_at": expires_at,
+            }
+        )
+    except DuplicateKeyError:
+        return False
+    return True
 
 
 def discard(task_id: str) -> None:
@@ -78,6 +84,48 @@ def finish(
             "$max": {"retries": retries},
         },
     )
+
+
+def dead_lettered(task_id: str, *, task: str, queue: str | None, message: str, deliveries: int, reason: str) -> bool:
+    """Record a task that reached the dead-letter queue: FAILURE with the reason, and its message
+    (`message`: its JSON [args, kwargs]) for `python -m app.dead_letters resend`. False when the
+    record had already ended (or expired)."""
+    now = _now()
+    cause = (
+        f"delivered {deliveries} times without finishing: its worker died, or lost the broker, each time"
+        if reason == "delivery_limit"
+        else f"dead-lettered by the broker ({reason})"
+    )
+    result = db.collection(db.TASKS).update_one(
+        {"_id": task_id, "state": {"$nin": list(FINAL_STATES)}},
+        {
+            "$set": {
+                "state": "FAILURE",
+                "error": {"type": "DeadLettered", "message": f"The task was {cause}; it is in the dead-letter queue."},
+                "finished_at": now,
+                "expires_at": now + timedelta(hours=get_settings().task_record_ttl_hours),
+                "dead_letter": {"task": task, "queue": queue, "message": message, "deliveries": deliveries, "at": now},
+            }
+        },
+    )
+    return result.modified_count == 1
+
+
+def dead_letters() -> list[dict[str, Any]]:
+    return list(db.collection(db.TASKS).find({"dead_letter": {"$exists": True}}).sort("dead_letter.at", 1))
+
+
+def take_dead_letter(task_id: str) -> dict[str, Any] | None:
+    """Turn a dead-lettered record back into a queued one; returns it as it was (None if it was not)."""
+    return db.collection(db.TASKS).find_one_and_update(
+        {"_id": task_id, "dead_letter": {"$exists": True}},
+        {"$set": {"state": "PENDING"}, "$unset": {"dead_letter": "", "error": "", "finished_at": "", "worker": ""}},
+        return_document=ReturnDocument.BEFORE,
+    )
+
+
+def restore_dead_letter(record: dict[str, Any]) -> None:
+    db.collection(db.TASKS).replace_one({"_id": record["_id"]}, record)
 
 
 def mark_revoked(task_id: str) -> dict[str, Any] | None:

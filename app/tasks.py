@@ -18,6 +18,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import httpx
+import redis
 from celery import Task, states
 from celery.exceptions import Ignore, Reject, Retry, SoftTimeLimitExceeded
 from pymongo.errors import ConnectionFailure, PyMongoError
@@ -50,16 +51,40 @@ class PermanentCalloutError(Exception):
     """The remote end refused the call (4xx); retrying will not help."""
 
 
+# After a dependency outage, a task runs again after 2, 4, 8 ... seconds, at most this far apart.
+OUTAGE_RETRY_MAX_SECONDS = 30
+# Counts those retries apart from the task's own (a message header, carried by every retry).
+OUTAGE_RETRIES_HEADER = "outage_retries"
+
+
+def is_outage(exc: BaseException) -> bool:
+    """A dependency that is down or unreachable: the task cannot run now, and can later."""
+    if isinstance(exc, ConnectionFailure) or (isinstance(exc, PyMongoError) and exc.timeout):
+        return True
+    return isinstance(exc, redis.ConnectionError | redis.TimeoutError)
+
+
 class RecordedTask(Task):
-    """Skips revoked tasks, and writes retries and the final outcome to the task's record.
+    """Skips revoked tasks, writes retries and the final outcome to the task's record, and
+    outlives outages.
 
     The outcome is recorded in the task's own call, before Celery stores the live result,
     so whoever sees SUCCESS or FAILURE also sees the worker, the finish time and the retries.
+    A task that meets a MongoDB or Redis outage (at its start, or on the way) is not failed:
+    it runs again later, for as long as the outage lasts, without using up its own retries.
     """
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        # Workers only remember revokes broadcast while they were up; the record is durable.
-        if self.request.id and task_store.is_revoked(self.request.id):
+        if not self.request.id:
+            return super().__call__(*args, **kwargs)  # called directly, not as a task
+        try:
+            # Workers only remember revokes broadcast while they were up; the record is durable.
+            revoked = task_store.is_revoked(self.request.id)
+        except PyMongoError as exc:
+            if is_outage(exc):
+                raise self._after_outage(exc) from exc
+            raise
+        if revoked:
             log.info("skipping revoked task")
             self.backend.mark_as_revoked(self.request.id, "revoked before it started", request=self.request)
             raise Ignore()
@@ -68,14 +93,41 @@ class RecordedTask(Task):
         except (Retry, Ignore, Reject):
             raise  # not an outcome: another attempt follows, or Celery was told to drop it
         except Exception as exc:
+            if is_outage(exc):
+                raise self._after_outage(exc) from exc
             self._record(states.FAILURE, error=task_store.error_of(exc))
             raise
         self._record(states.SUCCESS, result=retval)
         return retval
 
+    @property
+    def outage_retries(self) -> int:
+        return int(self.request.get(OUTAGE_RETRIES_HEADER) or 0)
+
+    def retry(self, *args: Any, max_retries: int | None = None, **options: Any) -> Retry:
+        # The task's own retries (max_retries) are counted without the ones outages caused.
+        limit = self.max_retries if max_retries is None else max_retries
+        if limit is not None:
+            limit += self.outage_retries
+        return super().retry(*args, max_retries=limit, **options)
+
+    def _after_outage(self, exc: BaseException) -> Retry | Reject:
+        done = self.outage_retries
+        delay = min(2 ** (done + 1), OUTAGE_RETRY_MAX_SECONDS)
+        log.warning("a dependency is unavailable (%s): the task runs again in %ss", exc, delay)
+        try:
+            # Task.retry itself (not ours): an outage is never out of retries.
+            return super().retry(
+                exc=exc,
+                countdown=delay,
+                max_retries=self.request.retries + 1,
+                headers={OUTAGE_RETRIES_HEADER: done + 1},
+            )
+        except Reject:
+            # The retry could not be published (the broker is down too): back to the queue.
+            return Reject(exc, requeue=True)
+
     def _record(self, state: str, result: Any = None, error: dict[str, str] | None = None) -> None:
-        if not self.request.id:
-            return  # called directly, not as a task
         try:
             task_store.finish(
                 self.request.id, state, self.request.hostname, self.request.retries, result=result, error=error
@@ -117,9 +169,8 @@ def process_data(self: RecordedTask, data: Any, iterations: int) -> dict[str, An
     return {"iterations": iterations, "rounds_per_iteration": rounds, "bytes": len(payload), "sha256": digest.hex()}
 
 
-@celery_app.task(
-    bind=True, base=RecordedTask, name="app.tasks.generate_report", autoretry_for=(ConnectionFailure,), **RETRY_OPTIONS
-)
+# MongoDB being unavailable is an outage (RecordedTask): retried for as long as it lasts.
+@celery_app.task(bind=True, base=RecordedTask, name="app.tasks.generate_report", **RETRY_OPTIONS)
 def generate_report(self: RecordedTask, tag: str | None = None, name_prefix: str | None = None) -> dict[str, Any]:
     """Aggregate the matching items and store the report; a redelivery overwrites, never duplicates."""
     summary = item_store.report(item_store.item_filter(tag, name_prefix))
@@ -166,7 +217,8 @@ def notify(self: RecordedTask, url: str, payload: dict[str, Any]) -> dict[str, A
 
 @celery_app.task(name="app.tasks.cleanup", autoretry_for=(ConnectionFailure,), **RETRY_OPTIONS)
 def cleanup() -> dict[str, int]:
-    """Remove expired task records with their Redis results, and reports past retention."""
+    """Remove expired task records with their Redis results, reports past retention, and
+    expired idempotency keys."""
     now = datetime.now(UTC)
     tasks = db.collection(db.TASKS)
     backend = celery_app.backend
@@ -180,7 +232,9 @@ def cleanup() -> dict[str, int]:
         removed_tasks += tasks.delete_many({"_id": {"$in": ids}, "expires_at": {"$lt": now}}).deleted_count
     cutoff = now - timedelta(days=settings.report_retention_days)
     removed_reports = db.collection(db.REPORTS).delete_many({"created_at": {"$lt": cutoff}}).deleted_count
-    summary = {"tasks": removed_tasks, "results": removed_results, "reports": removed_reports}
+    # MongoDB's TTL index removes them too; servers without TTL indexes rely on this.
+    removed_keys = db.collection(db.IDEMPOTENCY_KEYS).delete_many({"expires_at": {"$lt": now}}).deleted_count
+    summary = {"tasks": removed_tasks, "results": removed_results, "reports": removed_reports, "keys": removed_keys}
     db.collection(db.MAINTENANCE).insert_one({"at": now, "task": "cleanup", "removed": summary})
     log.info("cleanup finished", extra={"removed": summary})
     return summary

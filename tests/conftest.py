@@ -35,6 +35,10 @@ TEST_SETTINGS = {
     "CLEANUP_CRONTAB": "* * * * *",
     "BEAT_LOCK_TIMEOUT_SECONDS": "20",
     "LOG_LEVEL": "INFO",
+    # Small enough to fill in a test, above what the suite ever queues (schemathesis included).
+    "TASK_QUEUE_MAX_LENGTH": "300",
+    # Workers wait this long for MongoDB before a task's outage retry (30 s by default).
+    "MONGO_WORKER_TIMEOUT_MS": "5000",
 }
 
 _external_mongo = os.environ.get("TEST_MONGO_URL") or None

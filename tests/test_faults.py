@@ -4,6 +4,7 @@ restarting the app, and nothing lost."""
 from __future__ import annotations
 
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 from helpers import wait_for, wait_for_task
@@ -158,3 +159,41 @@ def test_worker_killed_mid_task_the_task_is_redelivered_and_completes(api, stack
     finally:
         victim.start()
     assert running_on() is None
+
+
+def test_a_broker_blocking_publishers_gets_503_within_two_seconds_and_reads_go_on(api, stack, mongo):
+    # A memory alarm: RabbitMQ stays up but stops reading from every connection that publishes.
+    tasks_before = mongo.tasks.count_documents({})
+    stack.rabbitmq.ctl("set_vm_memory_high_watermark", "0.0000001")
+    try:
+        wait_for(lambda: "memory" in stack.rabbitmq.ctl("eval", "rabbit_alarm:get_alarms()."), timeout=10, what="alarm")
+
+        def submit(_: int):
+            return timed(lambda: api.post("/api/async/process", json={"data": "blocked", "iterations": 1}))
+
+        def read(_: int):
+            return timed(lambda: api.get("/api/items", params={"limit": 1}))
+
+        with ThreadPoolExecutor(30) as pool:
+            submits = [pool.submit(submit, n) for n in range(20)]
+            time.sleep(0.2)  # the submits hold threads and pooled connections now
+            reads = list(pool.map(read, range(20)))
+            submits = [future.result() for future in submits]
+    finally:
+        stack.rabbitmq.ctl("set_vm_memory_high_watermark", "0.4")
+    print(
+        f"\nblocked broker: submits answered in at most {max(t for _, t in submits):.2f}s, "
+        f"reads in at most {max(t for _, t in reads):.2f}s"
+    )
+    for response, took in submits:
+        assert response.status_code == 503 and response.json()["dependency"] == "rabbitmq", response.text
+        assert took < 2.0
+    assert all(response.status_code == 200 and took < 1.0 for response, took in reads), reads
+    assert mongo.tasks.count_documents({}) == tasks_before  # no record left of a task never queued
+
+    wait_for(
+        lambda: api.post("/api/async/process", json={"data": 1, "iterations": 1}).status_code == 202,
+        timeout=30,
+        interval=1,
+        what="submits accepted again",
+    )

@@ -39,9 +39,18 @@ def test_cleanup_removes_what_expired_and_nothing_else(stack, mongo):
     old_reports = [mongo.reports.insert_one({"created_at": now - timedelta(days=8)}).inserted_id for _ in range(2)]
     new_reports = [mongo.reports.insert_one({"created_at": now - timedelta(days=6)}).inserted_id for _ in range(2)]
     items_before = mongo.items.count_documents({})
+    old_keys = [
+        mongo.idempotency_keys.insert_one(
+            {"_id": uuid.uuid4().hex, "expires_at": now - timedelta(minutes=1)}
+        ).inserted_id
+        for _ in range(2)
+    ]
+    new_key = mongo.idempotency_keys.insert_one({"_id": uuid.uuid4().hex, "expires_at": now + timedelta(hours=1)})
 
     summary = cleanup.apply_async().get(timeout=30)
-    assert set(summary) == {"tasks", "results", "reports"}
+    assert set(summary) == {"tasks", "results", "reports", "keys"}
+    assert mongo.idempotency_keys.count_documents({"_id": {"$in": old_keys}}) == 0
+    assert mongo.idempotency_keys.count_documents({"_id": new_key.inserted_id}) == 1
 
     assert mongo.tasks.count_documents({"_id": {"$in": expired}}) == 0
     assert mongo.tasks.count_documents({"_id": {"$in": fresh}}) == 2

@@ -50,6 +50,13 @@ BODY_ERRORS: dict[int | str, dict[str, Any]] = {
 UNAVAILABLE: dict[int | str, dict[str, Any]] = {
     503: {"model": DependencyErrorBody, "description": "A dependency (named in `dependency`) is unavailable"}
 }
+IDEMPOTENCY_ERRORS: dict[int | str, dict[str, Any]] = {
+    409: {
+        "model": ErrorBody,
+        "description": "Conflicts with the current state, or a request with the same "
+        "Idempotency-Key is still running (Retry-After says when to try again)",
+    },
+}
 NOT_FOUND: dict[int | str, dict[str, Any]] = {404: {"model": ErrorBody, "description": "Not found"}}
 CONFLICT: dict[int | str, dict[str, Any]] = {
     409: {"model": ErrorBody, "description": "Conflicts with the current state"}

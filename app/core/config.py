@@ -92,6 +92,11 @@ class Settings(BaseSettings):
     celery_queue_type: Literal["classic", "quorum"] = "quorum"
     result_ttl_seconds: int = Field(3600, ge=60)
     broker_timeout_seconds: float = Field(2.0, gt=0, le=30)
+    # Messages a task queue holds at most; past it, submits answer 503 (the queue refuses more).
+    task_queue_max_length: int = Field(10_000, ge=1)
+    # Deliveries of a task that may end without an acknowledgement (its worker died, or lost the
+    # broker) before it goes to the dead-letter queue and reads FAILURE. Quorum queues only.
+    task_max_deliveries: int = Field(3, ge=1, le=100)
     task_max_retries: int = Field(3, ge=0, le=20)
     task_retry_backoff_seconds: int = Field(2, ge=1, le=600)
     task_retry_backoff_max_seconds: int = Field(600, ge=1)
@@ -119,6 +124,8 @@ class Settings(BaseSettings):
     api_keys: Annotated[list[SecretStr], NoDecode] = []
     auth_protect_reads: bool = False
     max_body_bytes: int = Field(64 * 1024, ge=1024, le=16 * 1024 * 1024)
+    # How long the answer to a request with an Idempotency-Key is kept (and replayed).
+    idempotency_key_ttl_hours: int = Field(24, ge=24, le=24 * 30)
     items_page_max: int = Field(100, ge=1, le=1000)
 
     @field_validator("api_keys", "callout_allowed_hosts", mode="before")

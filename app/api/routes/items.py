@@ -4,15 +4,17 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, HTTPException, Query, Response, status
+from fastapi import APIRouter, HTTPException, Query, Request, Response, status
 from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
 from pymongo.errors import DuplicateKeyError
 
-from app import cache, item_store
+from app import cache, idempotency, item_store
 from app.api.deps import (
     AUTH_ERRORS,
     BODY_ERRORS,
     CONFLICT,
+    IDEMPOTENCY_ERRORS,
     MONGO_BUDGET,
     NOT_FOUND,
     READ_ACCESS,
@@ -22,6 +24,7 @@ from app.api.deps import (
 )
 from app.api.json_body import StrictJSONRoute
 from app.core.config import get_settings
+from app.idempotency import IdempotencyKey, Outcome
 from app.schemas import Item, ItemCreate, ItemPage, ItemUpdate, ObjectIdStr
 
 router = APIRouter(prefix="/api/items", tags=["items"], dependencies=MONGO_BUDGET, route_class=StrictJSONRoute)
@@ -42,16 +45,22 @@ def _not_found(item_id: str) -> HTTPException:
     status_code=status.HTTP_201_CREATED,
     response_model=Item,
     dependencies=WRITE_ACCESS,
-    responses={**AUTH_ERRORS, **BODY_ERRORS, **CONFLICT, **UNAVAILABLE},
+    responses={**AUTH_ERRORS, **BODY_ERRORS, **CONFLICT, **IDEMPOTENCY_ERRORS, **UNAVAILABLE},
 )
-def create_item(body: ItemCreate, response: Response) -> dict:
-    """Create an item; its name must be unique (409 otherwise)."""
-    try:
-        item = item_store.create(body.model_dump())
-    except DuplicateKeyError:
-        raise _conflict(body.name) from None
-    response.headers["Location"] = f"{router.prefix}/{item['id']}"
-    return item
+def create_item(body: ItemCreate, request: Request, idempotency_key: IdempotencyKey = None) -> JSONResponse:
+    """Create an item; its name must be unique (409 otherwise). With an Idempotency-Key, a repeat
+    gets the first answer again, and never makes a second item."""
+
+    def create(item_id: str) -> Outcome:
+        try:
+            item = Item.model_validate(item_store.create(body.model_dump(), item_id))
+        except DuplicateKeyError:
+            raise _conflict(body.name) from None
+        return Outcome(
+            status.HTTP_201_CREATED, item.model_dump(mode="json"), {"Location": f"{router.prefix}/{item.id}"}
+        )
+
+    return idempotency.respond(request, idempotency_key, body, create, new_id=item_store.new_id)
 
 
 @router.get("", response_model=ItemPage, dependencies=READ_ACCESS, responses={**READ_AUTH_ERRORS, **UNAVAILABLE})

@@ -8,20 +8,24 @@ lose it silently.
 
 from __future__ import annotations
 
+import contextvars
 import uuid
 from typing import Annotated, Any
 
 import redis
 from celery import Task
-from fastapi import APIRouter, HTTPException, Path, Response, status
+from fastapi import APIRouter, HTTPException, Path, Request, status
 from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
 from kombu.exceptions import OperationalError
+from pydantic import BaseModel
 
-from app import metrics, task_store, tasks
+from app import idempotency, metrics, task_store, tasks
 from app.api.deps import (
     AUTH_ERRORS,
     BODY_ERRORS,
     CONFLICT,
+    IDEMPOTENCY_ERRORS,
     MONGO_BUDGET,
     NOT_FOUND,
     READ_ACCESS,
@@ -32,6 +36,8 @@ from app.api.deps import (
 from app.api.json_body import StrictJSONRoute
 from app.celery_app import celery_app
 from app.errors import DependencyUnavailable
+from app.idempotency import IdempotencyKey, Outcome
+from app.publishing import publish
 from app.schemas import NotifyRequest, ProcessRequest, ReportRequest, TaskAccepted, TaskStatus
 
 router = APIRouter(prefix="/api", tags=["tasks"], dependencies=MONGO_BUDGET, route_class=StrictJSONRoute)
@@ -41,7 +47,7 @@ _SUBMIT = {
     "status_code": status.HTTP_202_ACCEPTED,
     "response_model": TaskAccepted,
     "dependencies": WRITE_ACCESS,
-    "responses": {**AUTH_ERRORS, **BODY_ERRORS, **UNAVAILABLE},
+    "responses": {**AUTH_ERRORS, **BODY_ERRORS, **IDEMPOTENCY_ERRORS, **UNAVAILABLE},
 }
 
 
@@ -59,35 +65,48 @@ def _require_result_store() -> None:
         raise DependencyUnavailable("redis", detail) from exc
 
 
-def _submit(task: Task, kind: str, kwargs: dict[str, Any], response: Response) -> dict[str, Any]:
-    _require_result_store()
-    task_id = str(uuid.uuid4())
-    queue = celery_app.amqp.router.route({}, task.name)["queue"].name
-    task_store.issue(task_id, kind, queue)
-    try:
-        task.apply_async(kwargs=kwargs, task_id=task_id)
-    except (OperationalError, OSError) as exc:
-        task_store.discard(task_id)
-        raise DependencyUnavailable("rabbitmq", "The message broker is unavailable; the task was not queued.") from exc
-    metrics.TASKS_SUBMITTED.labels(kind=kind).inc()
-    response.headers["Location"] = _status_url(task_id)
-    return {"task_id": task_id, "kind": kind, "state": "PENDING", "status_url": _status_url(task_id)}
+def _new_task_id() -> str:
+    return str(uuid.uuid4())
+
+
+def _submit(
+    request: Request, idempotency_key: str | None, body: BaseModel, task: Task, kind: str, kwargs: dict[str, Any]
+) -> JSONResponse:
+    def submit(task_id: str) -> Outcome:
+        _require_result_store()
+        queue = celery_app.amqp.router.route({}, task.name)["queue"].name
+        issued = task_store.issue(task_id, kind, queue)
+        # A repeat of a key whose first attempt died: publish again only if the task never started.
+        if issued or task_store.get(task_id)["state"] == "PENDING":
+            try:
+                publish(task, kwargs, task_id)
+            except DependencyUnavailable:
+                if issued:
+                    # Outside the request's MongoDB deadline, which the wait on the broker may
+                    # have used up: the record of a task that was never queued must go.
+                    contextvars.Context().run(task_store.discard, task_id)
+                raise
+        metrics.TASKS_SUBMITTED.labels(kind=kind).inc()
+        accepted = TaskAccepted(task_id=task_id, kind=kind, state="PENDING", status_url=_status_url(task_id))
+        return Outcome(status.HTTP_202_ACCEPTED, accepted.model_dump(mode="json"), {"Location": _status_url(task_id)})
+
+    return idempotency.respond(request, idempotency_key, body, submit, new_id=_new_task_id)
 
 
 @router.post("/async/process", **_SUBMIT)
-def submit_process(body: ProcessRequest, response: Response) -> dict[str, Any]:
+def submit_process(body: ProcessRequest, request: Request, idempotency_key: IdempotencyKey = None) -> JSONResponse:
     """CPU-bound processing of `data` over `iterations` rounds, with progress."""
-    return _submit(tasks.process_data, "process", body.model_dump(), response)
+    return _submit(request, idempotency_key, body, tasks.process_data, "process", body.model_dump())
 
 
 @router.post("/async/report", **_SUBMIT)
-def submit_report(body: ReportRequest, response: Response) -> dict[str, Any]:
+def submit_report(body: ReportRequest, request: Request, idempotency_key: IdempotencyKey = None) -> JSONResponse:
     """A report over the items in MongoDB, stored as a document in `reports`."""
-    return _submit(tasks.generate_report, "report", body.model_dump(), response)
+    return _submit(request, idempotency_key, body, tasks.generate_report, "report", body.model_dump())
 
 
 @router.post("/async/notify", **_SUBMIT)
-def submit_notify(body: NotifyRequest, response: Response) -> dict[str, Any]:
+def submit_notify(body: NotifyRequest, request: Request, idempotency_key: IdempotencyKey = None) -> JSONResponse:
     """POST a payload to an allowed URL, retried with backoff on transient failures."""
     url = str(body.url)
     if not tasks.callout_allowed(url):
@@ -101,7 +120,7 @@ def submit_notify(body: NotifyRequest, response: Response) -> dict[str, Any]:
                 }
             ]
         )
-    return _submit(tasks.notify, "notify", {"url": url, "payload": body.payload}, response)
+    return _submit(request, idempotency_key, body, tasks.notify, "notify", {"url": url, "payload": body.payload})
 
 
 def _record(task_id: uuid.UUID) -> dict[str, Any]:
