@@ -109,9 +109,14 @@ def _bounded_json(value: Any) -> Any:
     return value
 
 
+# Free-form JSON, as strict as every body (app/api/json_body.py): integers within 64 bits, no
+# NaN or Infinity, valid Unicode, nested at most 32 deep.
+JSON_LIMITS = "Integers within 64 bits, nesting at most 32 deep."
+
+
 class ProcessRequest(_Input):
     data: Annotated[JsonValue, AfterValidator(_bounded_json)] = Field(
-        description=f"Any JSON value up to {MAX_TASK_DATA_BYTES} bytes.", examples=["hello"]
+        description=f"Any JSON value up to {MAX_TASK_DATA_BYTES} bytes. {JSON_LIMITS}", examples=["hello"]
     )
     iterations: Integer = Field(
         10, ge=1, le=MAX_ITERATIONS, description="Processing rounds; progress is reported after each."
@@ -125,7 +130,9 @@ class ReportRequest(_Input):
 
 class NotifyRequest(_Input):
     url: HttpUrl = Field(description="Where to POST the payload; its host must be in CALLOUT_ALLOWED_HOSTS.")
-    payload: Annotated[dict[str, JsonValue], AfterValidator(_bounded_json)] = Field(default_factory=dict)
+    payload: Annotated[dict[str, JsonValue], AfterValidator(_bounded_json)] = Field(
+        default_factory=dict, description=f"A JSON object up to {MAX_TASK_DATA_BYTES} bytes. {JSON_LIMITS}"
+    )
 
     # HttpUrl is not a str, which strict mode would refuse for JSON input.
     model_config = ConfigDict(strict=False, extra="forbid")
