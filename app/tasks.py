@@ -15,7 +15,7 @@ import logging
 import time
 from datetime import UTC, datetime, timedelta
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import urlsplit, urlunsplit
 
 import httpx
 import redis
@@ -23,7 +23,7 @@ from celery import Task, states
 from celery.exceptions import Ignore, Reject, Retry, SoftTimeLimitExceeded
 from pymongo.errors import ConnectionFailure, PyMongoError
 
-from app import db, item_store, task_store
+from app import callout, db, item_store, task_store
 from app.celery_app import HEAVY_QUEUE, celery_app
 from app.core.config import get_settings
 
@@ -184,11 +184,6 @@ def generate_report(self: RecordedTask, tag: str | None = None, name_prefix: str
     return {"report_id": self.request.id, "items": summary["items"]}
 
 
-def callout_allowed(url: str) -> bool:
-    host = (urlsplit(url).hostname or "").lower()
-    return host in {h.lower() for h in settings.callout_allowed_hosts}
-
-
 @celery_app.task(
     bind=True,
     base=RecordedTask,
@@ -197,17 +192,34 @@ def callout_allowed(url: str) -> bool:
     **RETRY_OPTIONS,
 )
 def notify(self: RecordedTask, url: str, payload: dict[str, Any]) -> dict[str, Any]:
-    """POST `payload` to `url`; the task id is sent as Idempotency-Key so retries are safe."""
-    if not callout_allowed(url):
-        raise PermanentCalloutError(f"host of {url} is not in CALLOUT_ALLOWED_HOSTS")
-    attempt = self.request.retries + 1
-    response = httpx.post(
-        url,
-        json=payload,
-        timeout=settings.callout_timeout_seconds,
-        follow_redirects=False,
-        headers={"Idempotency-Key": self.request.id, "X-Attempt": str(attempt)},
+    """POST `payload` to `url`; the task id is sent as Idempotency-Key so retries are safe.
+
+    The URL must pass app/callout.py again here, at call time: the allow-list may have changed
+    since the submit, and a name's addresses are checked when it is looked up, then used as is.
+    """
+    try:
+        address, host, port = callout.resolve(url)
+    except callout.CalloutRefused as exc:
+        raise PermanentCalloutError(str(exc)) from None
+    except OSError as exc:  # the name cannot be looked up (yet)
+        raise TransientCalloutError(f"cannot resolve the host of {url}: {exc}") from exc
+    parts = urlsplit(url)
+    target = urlunsplit(
+        (parts.scheme, f"[{address}]:{port}" if ":" in address else f"{address}:{port}", parts.path, parts.query, "")
     )
+    attempt = self.request.retries - self.outage_retries + 1
+    with httpx.Client(timeout=settings.callout_timeout_seconds, follow_redirects=False) as client:
+        response = client.post(
+            target,
+            json=payload,
+            # The host's name, not the address, for virtual hosting and the TLS certificate.
+            headers={
+                "Host": parts.netloc.rpartition("@")[2],
+                "Idempotency-Key": self.request.id,
+                "X-Attempt": str(attempt),
+            },
+            extensions={"sni_hostname": host},
+        )
     if response.status_code >= 500 or response.status_code in (408, 429):
         raise TransientCalloutError(f"HTTP {response.status_code} from {url} (attempt {attempt})")
     if response.status_code >= 400:

@@ -8,23 +8,30 @@ is imported, so `app.*` imported by tests (Celery control, settings) talks to th
 
 from __future__ import annotations
 
+import json
 import os
 import secrets
 import shutil
 import tempfile
+import threading
 import time
+from collections import defaultdict
 from collections.abc import Callable, Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import httpx
 import pymongo
 import pytest
 
+from devstack.servers import free_port
 from devstack.stack import Stack
 
 # Fast retries and a beat that fires every minute, so the suite sees them happen.
+# The call-out tests' HTTP server (tests/test_tasks.py) listens here, the one port allowed.
+CALLOUT_PORT = free_port()
 TEST_SETTINGS = {
-    "CALLOUT_ALLOWED_HOSTS": "127.0.0.1",
+    "CALLOUT_ALLOWED_HOSTS": f"127.0.0.1:{CALLOUT_PORT}",
     "TASK_RETRY_BACKOFF_SECONDS": "1",
     "TASK_RETRY_BACKOFF_MAX_SECONDS": "2",
     # Exact delays: with full jitter a delay can be 0 s and the RETRY state too brief to see.
@@ -102,3 +109,54 @@ def cache_redis(stack: Stack):  # noqa: ANN201 - redis.Redis
 @pytest.fixture
 def unique() -> Callable[[str], str]:
     return lambda prefix="item": f"{prefix}-{secrets.token_hex(4)}"
+
+
+class CalloutServer(ThreadingHTTPServer):
+    """A real HTTP endpoint for the call-out task: /ok, /flaky/<n>/<key> (n failures, then OK),
+    /down (always 503), /reject (400). Records every call."""
+
+    def __init__(self) -> None:
+        super().__init__(("127.0.0.1", CALLOUT_PORT), CalloutHandler)
+        self.calls: dict[str, list[dict]] = defaultdict(list)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.server_address[1]}"
+
+
+class CalloutHandler(BaseHTTPRequestHandler):
+    server: CalloutServer
+
+    def do_POST(self) -> None:  # noqa: N802 - http.server's naming
+        length = int(self.headers.get("content-length", 0))
+        call = {
+            "body": json.loads(self.rfile.read(length) or b"null"),
+            "headers": dict(self.headers),
+            "at": time.monotonic(),
+        }
+        calls = self.server.calls[self.path]
+        calls.append(call)
+        parts = self.path.strip("/").split("/")
+        if parts[0] == "ok":
+            status = 200
+        elif parts[0] == "flaky":
+            status = 503 if len(calls) <= int(parts[1]) else 200
+        elif parts[0] == "reject":
+            status = 400
+        else:
+            status = 503
+        self.send_response(status)
+        self.send_header("content-length", "0")
+        self.end_headers()
+
+    def log_message(self, *args) -> None:
+        pass
+
+
+@pytest.fixture(scope="session")
+def callout() -> Iterator[CalloutServer]:
+    server = CalloutServer()
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield server
+    server.shutdown()

@@ -5,12 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import socket
-import threading
-import time
 import uuid
-from collections import defaultdict
-from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from itertools import pairwise
 
 import pytest
@@ -71,57 +66,6 @@ def test_report_reads_mongodb_and_stores_its_document(api, mongo, unique):
     assert report["inventory_value"] == pytest.approx(2.0 * 5 + 4.0 * 1)
     assert report["min_price"] == 2.0 and report["max_price"] == 10.0
     assert {t["tag"]: t["count"] for t in report["top_tags"]} == {tag: 3, "common": 3}
-
-
-class CalloutServer(ThreadingHTTPServer):
-    """A real HTTP endpoint for the call-out task: /ok, /flaky/<n>/<key> (n failures, then OK),
-    /down (always 503), /reject (400). Records every call."""
-
-    def __init__(self) -> None:
-        super().__init__(("127.0.0.1", 0), CalloutHandler)
-        self.calls: dict[str, list[dict]] = defaultdict(list)
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.server_address[1]}"
-
-
-class CalloutHandler(BaseHTTPRequestHandler):
-    server: CalloutServer
-
-    def do_POST(self) -> None:  # noqa: N802 - http.server's naming
-        length = int(self.headers.get("content-length", 0))
-        call = {
-            "body": json.loads(self.rfile.read(length) or b"null"),
-            "headers": dict(self.headers),
-            "at": time.monotonic(),
-        }
-        calls = self.server.calls[self.path]
-        calls.append(call)
-        parts = self.path.strip("/").split("/")
-        if parts[0] == "ok":
-            status = 200
-        elif parts[0] == "flaky":
-            status = 503 if len(calls) <= int(parts[1]) else 200
-        elif parts[0] == "reject":
-            status = 400
-        else:
-            status = 503
-        self.send_response(status)
-        self.send_header("content-length", "0")
-        self.end_headers()
-
-    def log_message(self, *args) -> None:
-        pass
-
-
-@pytest.fixture(scope="module")
-def callout() -> Iterator[CalloutServer]:
-    server = CalloutServer()
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield server
-    server.shutdown()
 
 
 def test_transient_failures_are_retried_until_success(api, callout, unique):

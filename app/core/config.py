@@ -110,8 +110,10 @@ class Settings(BaseSettings):
     # How long task records and report documents are kept before the daily cleanup removes them.
     task_record_ttl_hours: int = Field(24, ge=1)
     report_retention_days: int = Field(7, ge=1)
-    # Call-out task: only these hosts may be called (empty = call-outs disabled).
+    # Call-out task: only these hosts may be called (empty = call-outs disabled), on these ports;
+    # internal addresses only when an entry names them (app/callout.py).
     callout_allowed_hosts: Annotated[list[str], NoDecode] = []
+    callout_allowed_ports: Annotated[list[int], NoDecode] = [443]
     callout_timeout_seconds: float = Field(5.0, gt=0, le=60)
 
     # --- Celery beat ---------------------------------------------------------------------
@@ -128,10 +130,26 @@ class Settings(BaseSettings):
     idempotency_key_ttl_hours: int = Field(24, ge=24, le=24 * 30)
     items_page_max: int = Field(100, ge=1, le=1000)
 
-    @field_validator("api_keys", "callout_allowed_hosts", mode="before")
+    @field_validator("api_keys", "callout_allowed_hosts", "callout_allowed_ports", mode="before")
     @classmethod
     def _csv(cls, value: object) -> object:
         return _split_csv(value)
+
+    @field_validator("callout_allowed_hosts")
+    @classmethod
+    def _callout_entries(cls, value: list[str]) -> list[str]:
+        from app.callout import Entry  # the one place that knows what an entry may be
+
+        for entry in value:
+            Entry.parse(entry)
+        return value
+
+    @field_validator("callout_allowed_ports")
+    @classmethod
+    def _ports(cls, value: list[int]) -> list[int]:
+        if not all(0 < port < 65536 for port in value):
+            raise ValueError("ports are between 1 and 65535")
+        return value
 
     @field_validator("cleanup_crontab")
     @classmethod

@@ -20,7 +20,7 @@ from fastapi.responses import JSONResponse
 from kombu.exceptions import OperationalError
 from pydantic import BaseModel
 
-from app import idempotency, metrics, task_store, tasks
+from app import callout, idempotency, metrics, task_store, tasks
 from app.api.deps import (
     AUTH_ERRORS,
     BODY_ERRORS,
@@ -109,17 +109,9 @@ def submit_report(body: ReportRequest, request: Request, idempotency_key: Idempo
 def submit_notify(body: NotifyRequest, request: Request, idempotency_key: IdempotencyKey = None) -> JSONResponse:
     """POST a payload to an allowed URL, retried with backoff on transient failures."""
     url = str(body.url)
-    if not tasks.callout_allowed(url):
-        raise RequestValidationError(
-            [
-                {
-                    "type": "value_error",
-                    "loc": ("body", "url"),
-                    "input": url,
-                    "msg": f"Host {body.url.host!r} is not allowed; allowed hosts are set in CALLOUT_ALLOWED_HOSTS.",
-                }
-            ]
-        )
+    problem = callout.refusal(url)
+    if problem:
+        raise RequestValidationError([{"type": "value_error", "loc": ("body", "url"), "input": url, "msg": problem}])
     return _submit(request, idempotency_key, body, tasks.notify, "notify", {"url": url, "payload": body.payload})
 
 
