@@ -3,10 +3,8 @@ each dependency, documented once so every route's OpenAPI entry lists them."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from typing import Any
 
-import pymongo
 from fastapi import Depends
 from pydantic import BaseModel
 
@@ -28,18 +26,6 @@ _settings = get_settings()
 # so the OpenAPI schema says exactly what this server enforces).
 WRITE_ACCESS = [Depends(require_api_key)]
 READ_ACCESS = WRITE_ACCESS if _settings.auth_protect_reads else []
-
-
-async def _mongo_budget() -> AsyncIterator[None]:
-    # One deadline for every MongoDB operation of the request, counted from when the body has
-    # been read. pymongo keeps it in a context variable, which the worker thread running a sync
-    # route inherits, so a down or stuck database answers 503 within MONGO_TIMEOUT_MS (plus
-    # pymongo's 0.5 s server-selection step) however many operations the route makes.
-    with pymongo.timeout(_settings.mongo_timeout_ms / 1000):
-        yield
-
-
-MONGO_BUDGET = [Depends(_mongo_budget)]
 
 AUTH_ERRORS: dict[int | str, dict[str, Any]] = {401: {"model": ErrorBody, "description": "Missing or invalid API key"}}
 READ_AUTH_ERRORS = AUTH_ERRORS if _settings.auth_protect_reads else {}

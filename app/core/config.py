@@ -69,9 +69,10 @@ class Settings(BaseSettings):
     mongo_db: str = "app"
     mongo_min_pool_size: int = Field(10, ge=0, le=1000)
     mongo_max_pool_size: int = Field(100, ge=1, le=1000)
-    # Budget for all the MongoDB work of one API request, server selection included (pymongo's
-    # client-side timeout), so a down or stuck database answers 503 instead of hanging. pymongo
-    # looks for a server every 0.5 s, so the answer comes within this plus up to half a second.
+    # Budget for one MongoDB operation in the API, server selection included (pymongo's
+    # timeoutMS), so a down or stuck database answers 503 instead of hanging: a request ends at
+    # its first failed operation. pymongo looks for a server every 0.5 s, so the 503 comes
+    # within this plus up to half a second.
     mongo_timeout_ms: int = Field(800, ge=100, le=60_000)
     # Workers run longer queries (reports) and may wait longer.
     mongo_worker_timeout_ms: int = Field(30_000, ge=100, le=600_000)

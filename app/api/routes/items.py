@@ -15,7 +15,6 @@ from app.api.deps import (
     BODY_ERRORS,
     CONFLICT,
     IDEMPOTENCY_ERRORS,
-    MONGO_BUDGET,
     NOT_FOUND,
     READ_ACCESS,
     READ_AUTH_ERRORS,
@@ -27,7 +26,7 @@ from app.core.config import get_settings
 from app.idempotency import IdempotencyKey, Outcome
 from app.schemas import Item, ItemCreate, ItemPage, ItemUpdate, ObjectIdStr
 
-router = APIRouter(prefix="/api/items", tags=["items"], dependencies=MONGO_BUDGET, route_class=StrictJSONRoute)
+router = APIRouter(prefix="/api/items", tags=["items"], route_class=StrictJSONRoute)
 
 MAX_OFFSET = 10_000
 
