@@ -10,6 +10,8 @@ import signal
 import subprocess
 import sys
 import time
+import uuid
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from helpers import wait_for, wait_for_task
@@ -140,3 +142,48 @@ def test_the_dead_letter_queue_exists_and_the_task_queues_carry_their_bounds(api
         assert arguments["x-max-length"] == int(stack.env["TASK_QUEUE_MAX_LENGTH"])
         assert arguments["x-overflow"] == "reject-publish" and arguments["x-delivery-limit"] == 2
         assert arguments["x-dead-letter-exchange"] == "dead-letters"
+
+
+def test_a_dead_letter_that_arrives_while_mongodb_is_down_is_recorded_once_it_is_back(stack, mongo, api):
+    if stack.mongo is None:
+        pytest.skip("MongoDB is external (TEST_MONGO_URL); this test stops the server it started itself")
+    from app.celery_app import celery_app
+    from app.dead_letters import dead_letter_queue
+
+    task_id = str(uuid.uuid4())
+    now = datetime.now(UTC)
+    mongo.tasks.insert_one(
+        {
+            "_id": task_id,
+            "kind": "process",
+            "queue": "heavy",
+            "state": "PENDING",
+            "retries": 0,
+            "submitted_at": now,
+            "expires_at": now + timedelta(hours=1),
+        }
+    )
+    stack.mongo.stop()
+    try:
+        # What RabbitMQ moves to the dead-letter exchange: the task's own message.
+        with celery_app.producer_or_acquire() as producer:
+            producer.publish(
+                [[], {"data": "dead", "iterations": 1}, {}],
+                exchange=dead_letter_queue().exchange,
+                routing_key="heavy",
+                headers={
+                    "id": task_id,
+                    "task": "app.tasks.process_data",
+                    "x-death": [{"queue": "heavy", "reason": "delivery_limit", "count": 1}],
+                },
+                serializer="json",
+                declare=[dead_letter_queue()],
+            )
+        time.sleep(8)  # the workers could not record it, and keep it
+    finally:
+        stack.mongo.start()
+    final = wait_for_task(api, task_id, timeout=60)
+    assert final["state"] == "FAILURE" and final["error"]["type"] == "DeadLettered", final
+    assert task_id in dead_letters_cli(stack, "list").stdout
+    log = "".join(worker.log_path.read_text() for worker in stack.workers)
+    assert f"cannot record dead-lettered task {task_id} yet" in log  # it waited for MongoDB
