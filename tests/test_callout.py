@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import pytest
-from conftest import CALLOUT_PORT
 from helpers import wait_for_task
 
 from app import callout
@@ -57,11 +56,12 @@ def test_an_internal_address_passes_only_when_an_entry_names_it(monkeypatch, add
         callout.resolve(f"http://{address}:80/")
 
 
-def test_the_api_refuses_hosts_and_ports_that_are_not_allowed(api, mongo):
+def test_the_api_refuses_hosts_and_ports_that_are_not_allowed(api, mongo, callout):
+    port = callout.server_address[1]
     before = mongo.tasks.count_documents({})
     for url, message in [
         ("http://169.254.169.254/latest/meta-data", "Host '169.254.169.254' is not allowed"),
-        (f"http://127.0.0.1:{CALLOUT_PORT + 1}/ok", f"Port {CALLOUT_PORT + 1} of '127.0.0.1' is not allowed"),
+        (f"http://127.0.0.1:{port + 1}/ok", f"Port {port + 1} of '127.0.0.1' is not allowed"),
     ]:
         response = api.post("/api/async/notify", json={"url": url})
         assert response.status_code == 422, response.text
@@ -73,4 +73,4 @@ def test_the_api_refuses_hosts_and_ports_that_are_not_allowed(api, mongo):
 def test_a_call_out_keeps_the_host_name_it_was_given(api, callout):
     task_id = api.post("/api/async/notify", json={"url": f"{callout.url}/ok/host"}).json()["task_id"]
     assert wait_for_task(api, task_id)["state"] == "SUCCESS"
-    assert callout.calls["/ok/host"][0]["headers"]["Host"] == f"127.0.0.1:{CALLOUT_PORT}"
+    assert callout.calls["/ok/host"][0]["headers"]["Host"] == f"127.0.0.1:{callout.server_address[1]}"
