@@ -9,7 +9,8 @@ STAMP := $(VENV)/.installed
 .PHONY: help deps venv test lint up down env local-images infra-venv lab-up lab-down run bench clean
 
 help:
-	@echo "make up     - the whole stack under docker compose, healthy (installs Docker if missing)"
+	@echo "make up     - the whole stack under docker compose, healthy (installs Docker if missing);"
+	@echo "              on a running stack, the update: API replicas replaced one at a time"
 	@echo "make down   - stop it (data volumes are kept)"
 	@echo "make test   - install what is missing, then run every test against real servers"
 	@echo "make env    - write .env with freshly generated secrets (never overwrites)"

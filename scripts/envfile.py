@@ -19,14 +19,14 @@ OFFICIAL_IMAGES = {
     "MONGO_IMAGE": "mongo:7.0",
     "REDIS_IMAGE": "redis:7.2",
     "RABBITMQ_IMAGE": "rabbitmq:3.13-management",
-    "NGINX_IMAGE": "nginx:1.27",
+    "NGINX_IMAGE": "nginx:1.30",
 }
 LOCAL_IMAGES = {
     "PYTHON_IMAGE": "local/python:3.11",
     "MONGO_IMAGE": "local/secantus:7",
     "REDIS_IMAGE": "local/redis:7",
     "RABBITMQ_IMAGE": "local/rabbitmq:3-management",
-    "NGINX_IMAGE": "local/nginx:1",
+    "NGINX_IMAGE": "local/nginx:1.30",
 }
 
 
@@ -48,6 +48,9 @@ MONGO_ROOT_PASSWORD={token()}
 MONGO_APP_USERNAME=app
 MONGO_APP_PASSWORD={token()}
 REDIS_PASSWORD={token()}
+# The broker's administrator (management UI), and the app's own user (its vhost only).
+RABBITMQ_ADMIN_USER=admin
+RABBITMQ_ADMIN_PASSWORD={token()}
 RABBITMQ_USER=app
 RABBITMQ_PASSWORD={token()}
 # Keys accepted in X-API-Key (comma-separated, 32+ characters each).
@@ -57,7 +60,10 @@ API_KEYS={token(32)}
 {images}
 APP_IMAGE=microservices-app:0.1.0
 
-# --- published ports -------------------------------------------------------------------
+# --- networks and published ports -------------------------------------------------------
+# nginx and the API's network: the API trusts X-Forwarded-For from it only. Change it if it
+# overlaps a network of this host (or another stack on it).
+FRONTEND_SUBNET=172.28.231.0/24
 HTTP_PORT=80
 HTTPS_PORT=443
 # RabbitMQ's management UI, on the loopback interface only.
@@ -89,8 +95,11 @@ def main() -> int:
 
     if args.command == "generate":
         if args.file.exists():
-            print(f"{args.file} exists; keeping it (its passwords match the data volumes). "
-                  f"Remove it and the volumes (`docker compose down -v`) to start over.", file=sys.stderr)
+            print(
+                f"{args.file} exists; keeping it (its passwords match the data volumes). "
+                f"Remove it and the volumes (`docker compose down -v`) to start over.",
+                file=sys.stderr,
+            )
             return 0
         args.file.write_text(generate(args.file))
         args.file.chmod(0o600)

@@ -28,6 +28,10 @@ def compose_stack(tmp_path_factory) -> Iterator[ComposeStack]:
         f.write(f"HTTP_PORT={http_port}\nHTTPS_PORT={free_port()}\nRABBITMQ_UI_PORT={free_port()}\n")
         # Long enough rounds that a 1000-iteration task outlives a worker's stop timeout.
         f.write("CALLOUT_ALLOWED_HOSTS=\nCOMPOSE_PROJECT_NAME=e2e\nPROCESS_ROUNDS_PER_ITERATION=100000\n")
+        # Workers recycled every few hundred requests, all through the suite (the chaos included).
+        f.write("GUNICORN_MAX_REQUESTS=300\nGUNICORN_MAX_REQUESTS_JITTER=50\n")
+        # A network of its own, apart from a development stack's on the same host.
+        f.write("FRONTEND_SUBNET=172.28.232.0/24\n")
     started = time.monotonic()
     sh("scripts/ensure-images.sh", str(env_file), timeout=1800)
     REPORT.append(f"images ready in {time.monotonic() - started:.0f}s")
@@ -53,7 +57,8 @@ def pytest_terminal_summary(terminalreporter) -> None:
             terminalreporter.write_line(line)
 
 
-ORDER = ["test_stack.py", "test_security.py", "test_resilience.py"]  # destructive ones last
+# The destructive ones last.
+ORDER = ["test_stack.py", "test_security.py", "test_chaos.py", "test_update.py", "test_resilience.py"]
 
 
 def pytest_collection_modifyitems(items) -> None:

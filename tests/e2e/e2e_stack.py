@@ -14,8 +14,17 @@ from helpers import wait_for
 from devstack.servers import REPO_ROOT
 
 PROJECT = "e2e"
-SECRETS = ("MONGO_ROOT_PASSWORD", "MONGO_APP_PASSWORD", "REDIS_PASSWORD", "RABBITMQ_PASSWORD", "API_KEYS")
+SECRETS = (
+    "MONGO_ROOT_PASSWORD",
+    "MONGO_APP_PASSWORD",
+    "REDIS_PASSWORD",
+    "RABBITMQ_ADMIN_PASSWORD",
+    "RABBITMQ_PASSWORD",
+    "API_KEYS",
+)
 REPORT: list[str] = []
+# The services that keep running, and how many containers each (rabbitmq-setup runs once).
+RUNNING = {"nginx": 1, "api": 3, "api-standby": 1, "worker": 3, "beat": 1, "mongodb": 1, "redis": 1, "rabbitmq": 1}
 
 
 # Only these pass from the test process: compose would prefer any other variable of the
@@ -78,6 +87,16 @@ class ComposeStack:
         if output.startswith("["):
             return json.loads(output)
         return [json.loads(line) for line in output.splitlines() if line.strip()]
+
+    def wait_healthy(self, timeout: float = 180) -> None:
+        def healthy() -> bool:
+            services = self.services()
+            counts: dict[str, int] = {}
+            for service in services:
+                counts[service["Service"]] = counts.get(service["Service"], 0) + 1
+            return counts == RUNNING and all(s["Health"] == "healthy" for s in services)
+
+        wait_for(healthy, timeout=timeout, interval=2, what="every service healthy")
 
     def client(self, **kwargs) -> httpx.Client:
         return httpx.Client(base_url=self.url, timeout=15, **kwargs)

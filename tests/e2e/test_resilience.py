@@ -12,14 +12,6 @@ from e2e_stack import REPORT, task_result
 from helpers import wait_for
 
 
-def wait_healthy(compose_stack, timeout: float = 120) -> None:
-    def healthy():
-        services = compose_stack.services()
-        return len(services) == 11 and all(s["Health"] == "healthy" for s in services)
-
-    wait_for(healthy, timeout=timeout, interval=2, what="every service healthy")
-
-
 def test_stopping_an_api_replica_loses_no_request(compose_stack, unique):
     with compose_stack.writer() as api:
         item = api.post("/api/items", json={"name": unique()}).json()
@@ -53,9 +45,7 @@ def test_stopping_an_api_replica_loses_no_request(compose_stack, unique):
         subprocess.run(["docker", "start", victim], check=True, capture_output=True, timeout=60)
     assert served > 50
     assert not failures, f"{len(failures)} of {served} GETs failed while a replica stopped: {failures[:5]}"
-    wait_healthy(compose_stack)
-    # The restarted replica may have a new address: nginx re-resolves on reload.
-    compose_stack.compose("exec", "-T", "nginx", "nginx", "-s", "reload")
+    compose_stack.wait_healthy()
 
 
 def active_tasks(compose_stack) -> dict[str, list[dict]]:
@@ -96,7 +86,7 @@ def test_a_task_survives_its_worker_being_stopped(compose_stack):
             subprocess.run(["docker", "start", victim], check=True, capture_output=True, timeout=60)
     assert final["state"] == "SUCCESS", final
     assert final["worker"] not in (None, node), "the task should have finished on another worker"
-    wait_healthy(compose_stack)
+    compose_stack.wait_healthy()
 
 
 def test_items_and_queued_tasks_survive_down_and_up(compose_stack, unique):

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 
 import httpx
 import pytest
 from e2e_stack import SECRETS, sh
+from helpers import wait_for
 
 DATA_PORTS = {"mongodb": 27017, "redis": 6379, "rabbitmq": 5672}
 
@@ -81,23 +83,59 @@ def test_the_data_services_require_their_passwords(compose_stack):
     )
     assert "NOAUTH" in anonymous.stdout + anonymous.stderr
     api = compose_stack.containers("api")[0]
+    user, password = compose_stack.env["RABBITMQ_USER"], compose_stack.env["RABBITMQ_PASSWORD"]
     probe = (
         "import pymongo, kombu\n"
+        "def amqp(url):\n"
+        "    try:\n"
+        "        kombu.Connection(url, connect_timeout=3).connect()\n"
+        "        return 'accepted'\n"
+        "    except Exception: return 'refused'\n"
         "try:\n"
         "    pymongo.MongoClient('mongodb://mongodb:27017', serverSelectionTimeoutMS=3000).app.items.find_one()\n"
         "    print('mongo open')\n"
         "except pymongo.errors.OperationFailure: print('mongo refused')\n"
-        "try:\n"
-        "    kombu.Connection('amqp://guest:guest@rabbitmq:5672//', connect_timeout=3).connect()\n"
-        "    print('guest accepted')\n"
-        "except Exception: print('guest refused')\n"
+        "print('guest', amqp('amqp://guest:guest@rabbitmq:5672//'))\n"
+        # The app's user has its own vhost, and no other.
+        f"print('app/app', amqp('amqp://{user}:{password}@rabbitmq:5672/app'))\n"
+        f"print('app/default', amqp('amqp://{user}:{password}@rabbitmq:5672//'))\n"
     )
     result = subprocess.run(["docker", "exec", api, "python", "-c", probe], capture_output=True, text=True, timeout=60)
-    assert result.stdout.split() == ["mongo", "refused", "guest", "refused"], result
+    expected = ["mongo", "refused", "guest", "refused", "app/app", "accepted", "app/default", "refused"]
+    assert result.stdout.split() == expected, result
 
 
-def test_rabbitmq_management_ui_takes_the_app_user_not_guest(compose_stack):
+def test_rabbitmq_management_ui_takes_the_administrator_only(compose_stack):
     url = f"http://127.0.0.1:{compose_stack.env['RABBITMQ_UI_PORT']}/api/overview"
-    user, password = compose_stack.env["RABBITMQ_USER"], compose_stack.env["RABBITMQ_PASSWORD"]
-    assert httpx.get(url, auth=(user, password), timeout=10).status_code == 200
+    admin = compose_stack.env["RABBITMQ_ADMIN_USER"], compose_stack.env["RABBITMQ_ADMIN_PASSWORD"]
+    app_user = compose_stack.env["RABBITMQ_USER"], compose_stack.env["RABBITMQ_PASSWORD"]
+    assert httpx.get(url, auth=admin, timeout=10).status_code == 200
+    assert httpx.get(url, auth=app_user, timeout=10).status_code == 401
     assert httpx.get(url, auth=("guest", "guest"), timeout=10).status_code == 401
+
+
+def api_log_line(compose_stack, request_id: str) -> dict:
+    def line() -> dict | None:
+        log = compose_stack.compose("logs", "--no-log-prefix", "api", "api-standby").stdout
+        return next(
+            (json.loads(entry) for entry in log.splitlines() if request_id in entry and '"app.access"' in entry), None
+        )
+
+    return wait_for(line, timeout=15, interval=0.5, what=f"the API's access line for {request_id}")
+
+
+def test_the_client_address_cannot_be_forged(compose_stack):
+    # Through nginx: a client's own X-Forwarded-For is replaced by the address it came from.
+    with compose_stack.client() as client:
+        client.get("/health", headers={"X-Forwarded-For": "6.6.6.6", "X-Request-ID": "forged-through-nginx"})
+    assert api_log_line(compose_stack, "forged-through-nginx")["client"] not in ("6.6.6.6", "")
+    # Around nginx, from the backend network: the API trusts X-Forwarded-For from nginx's network only.
+    worker = compose_stack.containers("worker")[0]
+    probe = (
+        "import urllib.request\n"
+        "request = urllib.request.Request('http://api:8000/health', "
+        "headers={'X-Forwarded-For': '6.6.6.6', 'X-Request-ID': 'forged-around-nginx'})\n"
+        "urllib.request.urlopen(request, timeout=5).read()\n"
+    )
+    subprocess.run(["docker", "exec", worker, "python", "-c", probe], check=True, capture_output=True, timeout=60)
+    assert api_log_line(compose_stack, "forged-around-nginx")["client"] == container_ip(worker)

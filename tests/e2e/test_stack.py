@@ -3,20 +3,22 @@
 from __future__ import annotations
 
 import json
+import socket
 import subprocess
 import time
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 
 import httpx
-from e2e_stack import task_result
+import pytest
+from e2e_stack import RUNNING, task_result
 from helpers import wait_for
 
 
 def test_every_service_is_up_and_healthy(compose_stack):
     services = compose_stack.services()
     counts = Counter(s["Service"] for s in services)
-    assert counts == {"nginx": 1, "api": 3, "worker": 3, "beat": 1, "mongodb": 1, "redis": 1, "rabbitmq": 1}
+    assert counts == RUNNING
     unhealthy = [
         (s["Name"], s["State"], s["Health"]) for s in services if (s["State"], s["Health"]) != ("running", "healthy")
     ]
@@ -163,3 +165,56 @@ def test_the_tls_server_turns_on_when_certificates_are_given(compose_stack, tmp_
         finally:
             del compose_stack.extra_env["TLS_CERT_FILE"], compose_stack.extra_env["TLS_KEY_FILE"]
             compose_stack.compose("up", "-d", "--wait", "nginx")
+
+
+def raw_http(port: int, request: bytes) -> tuple[str, dict[str, str], bytes]:
+    """Send bytes no HTTP client would, return nginx's status line, headers and body."""
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        sock.sendall(request)
+        data = b""
+        while chunk := sock.recv(65536):
+            data += chunk
+    head, _, body = data.partition(b"\r\n\r\n")
+    status, *lines = head.decode("latin-1").split("\r\n")
+    headers = {name.lower(): value.strip() for name, _, value in (line.partition(":") for line in lines)}
+    return status, headers, body
+
+
+@pytest.mark.parametrize(
+    ("request_bytes", "status"),
+    [
+        (b"GARBAGE\r\n\r\n", 400),
+        (b"GET /health HTTP/1.1\r\nHost: x\r\nA header without a colon\r\n\r\n", 400),
+        (b"GET /" + b"a" * 10_000 + b" HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n", 414),
+        (b"GET /health HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * 20_000 + b"\r\nConnection: close\r\n\r\n", 431),
+        (b"TRACE /health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n", 405),
+        (b"GET /_nginx/502 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n", 404),  # internal
+    ],
+)
+def test_nginx_answers_its_own_errors_in_json(compose_stack, request_bytes, status):
+    line, headers, body = raw_http(compose_stack.http_port, request_bytes)
+    assert line.split()[1] == str(status), line
+    assert headers["content-type"] == "application/json"
+    assert json.loads(body)["detail"]
+    if status == 405:
+        assert headers["allow"] == "DELETE, GET, PATCH, POST"
+
+
+def test_nginx_follows_the_replicas_as_they_come_and_go(compose_stack):
+    """nginx resolves `api` again every second: a replica added by scaling serves without a reload."""
+    with compose_stack.client() as client:
+        compose_stack.compose("up", "-d", "--no-deps", "--no-recreate", "--scale", "api=4", "--wait", "api")
+        try:
+            replicas = {container[:12] for container in compose_stack.containers("api")}
+            assert len(replicas) == 4
+
+            def all_serving() -> bool:
+                return {client.get("/health").headers["x-served-by"] for _ in range(24)} == replicas
+
+            wait_for(all_serving, timeout=20, interval=1, what="nginx sending requests to the new replica")
+        finally:
+            compose_stack.compose("up", "-d", "--no-deps", "--no-recreate", "--scale", "api=3", "api")
+        remaining = {container[:12] for container in compose_stack.containers("api")}
+        # The removed replica is dropped as well: no request fails, and none goes to it.
+        seen = [client.get("/health") for _ in range(24)]
+        assert all(r.status_code == 200 for r in seen) and {r.headers["x-served-by"] for r in seen} <= remaining

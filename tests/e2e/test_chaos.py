@@ -1,0 +1,185 @@
+"""Chaos: each fault in turn, through nginx, under a steady load of reads, creates and submits
+(with Idempotency-Keys, resent after a failure as a careful client does), with gunicorn workers
+recycled every few hundred requests throughout. For each fault: every acknowledged create is
+readable afterwards, each key made exactly one item, every accepted task reaches SUCCESS, and no
+request got a 5xx or no answer at all, apart from the documented 503s naming the dependency
+that was down. The figures go to the terminal summary (and the README's table).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import pytest
+from chaos import Load, final_states, polite_get
+from e2e_stack import REPORT, ComposeStack
+from helpers import wait_for
+
+ROWS: list[str] = []
+
+
+@dataclass
+class Fault:
+    name: str
+    inject: Callable[[ComposeStack], None]
+    dependency: str | None = None  # the dependency down on purpose: its 503s are documented
+    heavy: int = 0  # long tasks first, so that one is running when the fault strikes
+
+
+def docker(*args: str) -> None:
+    subprocess.run(["docker", *args], check=True, capture_output=True, timeout=300)
+
+
+def crash(container: str) -> None:
+    """SIGKILL the container's main process from the host, as the kernel's OOM killer would.
+    (`docker kill` counts as a manual stop, and the restart policy would not bring it back.)"""
+    pid = subprocess.run(
+        ["docker", "inspect", "-f", "{{.State.Pid}}", container], capture_output=True, text=True, check=True
+    ).stdout.strip()
+    os.kill(int(pid), signal.SIGKILL)
+
+
+def stop_an_api_replica(stack: ComposeStack) -> None:
+    victim = stack.containers("api")[0]
+    docker("stop", victim)
+    time.sleep(3)
+    docker("start", victim)
+
+
+def kill_an_api_replica(stack: ComposeStack) -> None:
+    crash(stack.containers("api")[0])  # its restart policy brings it back
+
+
+def kill_a_busy_worker(stack: ComposeStack) -> None:
+    def busy() -> str | None:
+        for container in stack.containers("worker"):
+            result = subprocess.run(
+                [
+                    "docker",
+                    "exec",
+                    container,
+                    "celery",
+                    "-A",
+                    "app.celery_app",
+                    "inspect",
+                    "active",
+                    "--json",
+                    "-t",
+                    "3",
+                ],
+                capture_output=True,
+                text=True,
+                timeout=60,
+            )
+            lines = result.stdout.strip().splitlines()
+            replies = json.loads(lines[-1]) if lines else {}
+            hostname = container[:12]
+            if any(tasks and node.endswith("@" + hostname) for node, tasks in replies.items()):
+                return container
+        return None
+
+    crash(wait_for(busy, timeout=60, interval=1, what="a worker in the middle of a task"))
+
+
+def kill_beat(stack: ComposeStack) -> None:
+    crash(stack.containers("beat")[0])
+
+
+def restart(service: str) -> Callable[[ComposeStack], None]:
+    return lambda stack: stack.compose("restart", service)
+
+
+def stop_mongodb_for_20_seconds(stack: ComposeStack) -> None:
+    stack.compose("stop", "mongodb")
+    time.sleep(20)
+    stack.compose("start", "mongodb")
+
+
+def reload_nginx(stack: ComposeStack) -> None:
+    for _ in range(5):
+        stack.compose("exec", "-T", "nginx", "nginx", "-s", "reload")
+        time.sleep(1)
+
+
+def recreate_api(stack: ComposeStack) -> None:
+    stack.compose("up", "-d", "--no-deps", "--force-recreate", "api")
+
+
+FAULTS = [
+    Fault("API replica stopped", stop_an_api_replica),
+    Fault("API replica SIGKILLed", kill_an_api_replica),
+    Fault("worker SIGKILLed mid-task", kill_a_busy_worker, heavy=3),
+    Fault("beat killed", kill_beat),
+    Fault("Redis restarted", restart("redis"), dependency="redis"),
+    Fault("RabbitMQ restarted", restart("rabbitmq"), dependency="rabbitmq"),
+    Fault("MongoDB stopped for 20 s", stop_mongodb_for_20_seconds, dependency="mongodb"),
+    Fault("nginx reloaded (5 times)", reload_nginx),
+    Fault("api recreated (--force-recreate)", recreate_api),
+]
+
+
+@pytest.fixture(scope="module")
+def seeded(compose_stack) -> list[str]:
+    with compose_stack.writer() as api:
+        return [
+            api.post("/api/items", json={"name": f"chaos-seed-{n}-{time.time_ns()}"}).json()["id"] for n in range(8)
+        ]
+
+
+@pytest.fixture(scope="module", autouse=True)
+def table():
+    yield
+    if ROWS:
+        REPORT.extend(
+            [
+                "chaos: fault | requests | 5xx (documented 503) | no answer or other 5xx | 409 retries "
+                "| creates acked/readable | tasks accepted/succeeded | recovered after",
+                *ROWS,
+            ]
+        )
+
+
+@pytest.mark.parametrize("fault", FAULTS, ids=[f.name for f in FAULTS])
+def test_a_fault_under_load_loses_nothing(compose_stack, seeded, fault):
+    load = Load(compose_stack.url, compose_stack.api_key, seeded, heavy=fault.heavy).start()
+    try:
+        time.sleep(4)
+        struck = time.monotonic()
+        fault.inject(compose_stack)
+        over = time.monotonic()
+        time.sleep(8)
+    finally:
+        load.stop()
+    compose_stack.wait_healthy()
+
+    with compose_stack.writer() as api:
+        unreadable = [
+            item for item in load.created.values() if polite_get(api, f"/api/items/{item['id']}").json() != item
+        ]
+        states = final_states(api, list(load.submitted.values()))
+        made = polite_get(api, "/api/items", params={"name_prefix": load.prefix, "limit": 1}).json()["total"]
+    tally = load.tally({fault.dependency} if fault.dependency else set())
+    succeeded = sum(1 for state in states.values() if state == "SUCCESS")
+    fives = sum(count for status, count in tally["statuses"].items() if status and status >= 500)
+    recovered = load.recovery(struck, over)
+    ROWS.append(
+        f"{fault.name} | {tally['requests']} | {fives} ({tally['documented_503']}) | {len(tally['unexpected'])} "
+        f"| {tally['in_progress_409']} | {len(load.created)}/{len(load.created) - len(unreadable)} "
+        f"| {len(states)}/{succeeded} | {recovered:.1f} s"
+    )
+    print(f"\n{ROWS[-1]}")
+
+    assert not tally["unexpected"], tally["unexpected"][:5]
+    assert not unreadable, unreadable[:3]
+    assert succeeded == len(states), {t: s for t, s in states.items() if s != "SUCCESS"}
+    assert len(load.created) > 10 and len(states) > 3, (len(load.created), len(states))
+    # Each key got its item back (a retry that found the name taken would be a 409), and made
+    # no other: exactly one item per key.
+    assert set(load.created) == set(load.attempted), set(load.attempted) - set(load.created)
+    assert made == len(load.created)
