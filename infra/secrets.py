@@ -7,7 +7,14 @@ import pulumi
 import pulumi_random as random
 
 # URL-safe alphabet: the passwords go into connection URLs unescaped.
-NAMES = ("mongo_root_password", "mongo_app_password", "redis_password", "rabbitmq_password", "api_key")
+NAMES = (
+    "mongo_root_password",
+    "mongo_app_password",
+    "redis_password",
+    "rabbitmq_admin_password",
+    "rabbitmq_password",
+    "api_key",
+)
 
 
 class Secrets(pulumi.ComponentResource):

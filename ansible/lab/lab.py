@@ -272,7 +272,13 @@ chmod 440 /etc/sudoers.d/90-cloud-init-users
     def write_outputs(self, images: dict[str, str]) -> None:
         secrets_file = self.dir / "secrets.json"
         if not secrets_file.exists():
-            names = ("mongo_root_password", "mongo_app_password", "redis_password", "rabbitmq_password")
+            names = (
+                "mongo_root_password",
+                "mongo_app_password",
+                "redis_password",
+                "rabbitmq_admin_password",
+                "rabbitmq_password",
+            )
             values = {name: secrets.token_urlsafe(24) for name in names} | {"api_key": secrets.token_urlsafe(36)}
             secrets_file.write_text(json.dumps(values, indent=2))
             secrets_file.chmod(0o600)

@@ -156,6 +156,7 @@ def test_secrets_are_generated_and_only_secret_outputs(run):
         "mongo-root-password",
         "mongo-app-password",
         "redis-password",
+        "rabbitmq-admin-password",
         "rabbitmq-password",
         "api-key",
     }
@@ -165,6 +166,7 @@ def test_secrets_are_generated_and_only_secret_outputs(run):
         "mongo_root_password",
         "mongo_app_password",
         "redis_password",
+        "rabbitmq_admin_password",
         "rabbitmq_password",
         "api_key",
     }
