@@ -6,7 +6,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: help deps venv test lint up down env local-images infra-venv lab-up lab-down run bench clean
+.PHONY: help deps venv test lint up down env local-images infra-venv release rollback lab-up lab-down run bench clean
 
 help:
 	@echo "make up     - the whole stack under docker compose, healthy (installs Docker if missing);"
@@ -17,6 +17,8 @@ help:
 	@echo "make local-images - build every image from Debian packages (no registry needed)"
 	@echo "make run    - the API, workers, beat and their servers as local processes (no Docker)"
 	@echo "make infra-venv - the virtualenv the Pulumi program runs in (.venv-infra)"
+	@echo "make release STACK=dev - build, push and deploy this checkout to a Pulumi stack"
+	@echo "make rollback STACK=dev - deploy the stack's previous image again"
 	@echo "make lab-up / lab-down - a local multi-host lab (containers acting as VMs) for Ansible"
 	@echo "make bench  - measure raw MongoDB reads vs uncached vs cached API reads"
 	@echo "make lint   - ruff"
@@ -61,6 +63,14 @@ infra-venv: .venv-infra/.installed
 	@test -x .venv-infra/bin/python || $(PYTHON) -m venv .venv-infra
 	.venv-infra/bin/pip install --quiet -r infra/requirements.txt
 	@touch $@
+
+release: venv infra-venv
+	scripts/release.sh
+
+rollback: venv
+	@test -n "$(STACK)" || { echo "error: name the Pulumi stack: make rollback STACK=dev" >&2; exit 2; }
+	ANSIBLE_CONFIG=ansible/ansible.cfg PULUMI_STACK=$(STACK) \
+		$(BIN)/ansible-playbook -i ansible/inventory/pulumi.py ansible/rollback.yml
 
 lab-up: deps venv
 	$(BIN)/python ansible/lab/lab.py up

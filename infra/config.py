@@ -7,6 +7,7 @@ change (`pulumi config set ...`).
 from __future__ import annotations
 
 import ipaddress
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -20,6 +21,15 @@ SIZE_CLASSES = ("nano", "micro", "small", "medium", "large", "xlarge", "compute-
 DATA_COUNTS = (1, 3, 5, 7)
 # Tiers that a production stack spreads over at least two availability zones.
 SPREAD_TIERS = ("api", "workers", "data")
+# The machine image: an image id, or the exact name of one of Debian's images (the same name
+# in every region). Pinned per stack, so a new release of Debian replaces no host by itself.
+AMI_ID = re.compile(r"^ami-[0-9a-f]{8,17}$")
+AMI_NAME = re.compile(r"^debian-\d+-amd64-\d{8}-\d+$")
+AMI_HOWTO = (
+    "pin the machine image: `pulumi config set ami debian-12-amd64-YYYYMMDD-NNNN` (the newest name: "
+    "`aws ec2 describe-images --owners 136693071363 --filters 'Name=name,Values=debian-12-amd64-*' "
+    "--query 'sort_by(Images,&CreationDate)[-1].Name' --output text`), or an image id ami-..."
+)
 
 
 class ConfigError(pulumi.RunError):
@@ -40,6 +50,9 @@ class StackConfig:
     tiers: dict[str, TierSize]
     nat_per_zone: bool
     app_image: str | None
+    ami: str  # an image id (ami-...) or a Debian image name
+    backup_retention_days: int = 30  # MongoDB dumps and RabbitMQ definitions in the bucket
+    snapshot_retention_count: int = 7  # daily snapshots of each data volume
     tags: dict[str, str] = field(default_factory=dict)
 
     def base_tags(self, tier: str | None = None) -> dict[str, str]:
@@ -161,6 +174,20 @@ def load(config: pulumi.Config | None = None) -> StackConfig:
     tiers = _tiers(config.get_object("tiers"), problems)
     _check_counts(tiers, zones, production, problems)
 
+    ami = (config.get("ami") or "").strip()
+    if not (AMI_ID.match(ami) or AMI_NAME.match(ami)):
+        problems.append(f"ami: {ami!r} is not an image id or a Debian image name; " + AMI_HOWTO)
+
+    retention = {}
+    for key, low, high in (("backupRetentionDays", 1, 3650), ("snapshotRetentionCount", 1, 1000)):
+        value = config.get(key)
+        if value is None:
+            continue
+        if not value.isdigit() or not low <= int(value) <= high:
+            problems.append(f"{key}: expected a whole number from {low} to {high}, got {value!r}")
+            continue
+        retention[key] = int(value)
+
     if problems:
         raise ConfigError(f"stack {pulumi.get_stack()!r} is misconfigured:\n  - " + "\n  - ".join(problems))
     return StackConfig(
@@ -176,5 +203,8 @@ def load(config: pulumi.Config | None = None) -> StackConfig:
         tiers=tiers,
         nat_per_zone=config.get_bool("natPerZone") if config.get("natPerZone") is not None else production,
         app_image=config.get("appImage") or None,
+        ami=ami,
+        backup_retention_days=retention.get("backupRetentionDays", 30),
+        snapshot_retention_count=retention.get("snapshotRetentionCount", 7),
         tags=config.get_object("tags") or {},
     )

@@ -36,8 +36,9 @@ def render(
         for host in hosts[group]:
             address = host["public_ip"] if group == "bastion" else host["private_ip"]
             variables = {"ansible_host": address, "private_ip": host["private_ip"], "zone": host["zone"]}
-            if host.get("public_ip"):
-                variables["public_ip"] = host["public_ip"]
+            for optional in ("public_ip", "data_volume_id"):
+                if host.get(optional):
+                    variables[optional] = host[optional]
             members[host["name"]] = variables
         children[group] = {"hosts": members}
     children["behind_bastion"] = {
@@ -59,7 +60,13 @@ def build(deployment: Deployment, ssh_user: str, admin_cidrs: list[str]) -> pulu
     hosts = {
         tier: pulumi.Output.all(
             *[
-                pulumi.Output.all(name=h.name, zone=h.zone, private_ip=h.private_ip, public_ip=h.public_ip)
+                pulumi.Output.all(
+                    name=h.name,
+                    zone=h.zone,
+                    private_ip=h.private_ip,
+                    public_ip=h.public_ip,
+                    data_volume_id=h.data_volume_id,
+                )
                 for h in deployment.hosts[tier]
             ]
         )
@@ -70,6 +77,7 @@ def build(deployment: Deployment, ssh_user: str, admin_cidrs: list[str]) -> pulu
         bastion=deployment.bastion_public_ip,
         lb=deployment.lb_public_ip,
         image=deployment.app_image,
+        extra=pulumi.Output.all(**deployment.inventory_vars),
     ).apply(
         lambda args: render(
             {tier: list(members) for tier, members in args["hosts"].items()},
@@ -78,5 +86,6 @@ def build(deployment: Deployment, ssh_user: str, admin_cidrs: list[str]) -> pulu
             app_image=args["image"],
             lb_public_ip=args["lb"],
             admin_cidrs=admin_cidrs,
+            extra_vars=args["extra"],
         )
     )

@@ -5,7 +5,7 @@ in PROVIDERS; the topology, the secrets and the outputs stay as they are."""
 from __future__ import annotations
 
 import importlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 import pulumi
@@ -21,6 +21,7 @@ class Host:
     zone: str
     private_ip: pulumi.Output[str]
     public_ip: pulumi.Output[str] | None = None
+    data_volume_id: pulumi.Output[str] | None = None  # the data volume's id, which Ansible finds it by
 
 
 @dataclass
@@ -31,6 +32,8 @@ class Deployment:
     lb_public_ip: pulumi.Output[str]
     bastion_public_ip: pulumi.Output[str]
     app_image: pulumi.Output[str]
+    # Provider-specific variables for Ansible: the registry's credential helper, the backup target.
+    inventory_vars: dict[str, pulumi.Input] = field(default_factory=dict)
 
 
 # Each module has `deploy(config: StackConfig) -> Deployment`.

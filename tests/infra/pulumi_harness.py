@@ -3,6 +3,7 @@ every resource it declares with its inputs (the Pulumi CLI is not needed)."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -15,6 +16,7 @@ from pulumi.runtime.mocks import MockCallArgs, MockResourceArgs
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 PROJECT = "microservices"
+STACKS = {"dev": "Pulumi.dev.yaml", "prod": "Pulumi.prod.example.yaml"}
 TEST_SSH_KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIBy6z5mJ0lZz9oJd1xw7Qmxk0kYgYQ4n0zT1z1gkQ0c1 ops@example.com"
 
 
@@ -24,12 +26,21 @@ class Resource:
     name: str
     inputs: dict[str, Any]
     id: str
+    options: dict[str, Any] = field(default_factory=dict)  # protect, ignore_changes
 
 
 @dataclass
 class Recorder(pulumi.runtime.Mocks):
     resources: list[Resource] = field(default_factory=list)
     calls: list[str] = field(default_factory=list)
+    options: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)  # by (type, name)
+
+    def transformation(self, args: pulumi.ResourceTransformationArgs) -> None:
+        """Seen before each resource is registered: keep the options the engine would act on."""
+        self.options[(args.type_, args.name)] = {
+            "protect": bool(args.opts.protect),
+            "ignore_changes": args.opts.ignore_changes or [],
+        }
 
     def new_resource(self, args: MockResourceArgs) -> tuple[str, dict]:
         outputs = dict(args.inputs)
@@ -47,14 +58,22 @@ class Recorder(pulumi.runtime.Mocks):
             outputs["repoDigest"] = outputs["imageName"].split(":")[0] + "@sha256:" + "ab" * 32
         elif args.typ == "aws:ec2/keyPair:KeyPair":
             outputs["keyName"] = f"{args.name}-key"
+        if args.typ.startswith("aws:"):
+            outputs.setdefault("arn", f"arn:aws:{args.typ.split(':')[1].split('/')[0]}:::{args.name}")
+            outputs.setdefault("name", args.name)
         resource_id = f"{args.name}_id"
-        self.resources.append(Resource(args.typ, args.name, dict(args.inputs), resource_id))
+        options = self.options.get((args.typ, args.name), {})
+        self.resources.append(Resource(args.typ, args.name, dict(args.inputs), resource_id, options))
         return resource_id, outputs
 
     def call(self, args: MockCallArgs) -> dict:
         self.calls.append(args.token)
         if args.token == "aws:ec2/getAmi:getAmi":
-            return {"id": "ami-0debian12example", "name": "debian-12-amd64-20261101-1234", "architecture": "x86_64"}
+            # Each image name has its own id, as in a region.
+            name = next(f["values"][0] for f in args.args["filters"] if f["name"] == "name")
+            return {"id": ami_id(name), "name": name, "architecture": "x86_64"}
+        if args.token == "aws:index/getPartition:getPartition":
+            return {"partition": "aws", "dnsSuffix": "amazonaws.com", "id": "aws"}
         if args.token == "aws:ecr/getAuthorizationToken:getAuthorizationToken":
             return {
                 "userName": "AWS",
@@ -69,6 +88,10 @@ class Recorder(pulumi.runtime.Mocks):
 
     def by_id(self, resource_id: str) -> Resource:
         return next(r for r in self.resources if r.id == resource_id)
+
+
+def ami_id(name: str) -> str:
+    return "ami-0" + hashlib.sha256(name.encode()).hexdigest()[:16]
 
 
 @dataclass
@@ -104,6 +127,7 @@ def run_program(stack: str, config: dict[str, Any], recorder: Recorder | None = 
 
     @pulumi.runtime.test
     def body() -> pulumi.Output:
+        pulumi.runtime.register_stack_transformation(recorder.transformation)
         program.run()
         outputs = settings.get_root_resource().outputs
 

@@ -9,11 +9,10 @@ import sys
 from collections import Counter, defaultdict
 
 import pytest
-from pulumi_harness import REPO_ROOT, Recorder, Run, run_program, stack_config
+from pulumi_harness import REPO_ROOT, STACKS, Recorder, Run, ami_id, run_program, stack_config
 
 from infra.config import ConfigError
 
-STACKS = {"dev": "Pulumi.dev.yaml", "prod": "Pulumi.prod.example.yaml"}
 EXPECTED_HOSTS = {
     "dev": {"lb": 1, "bastion": 1, "api": 1, "workers": 1, "data": 1},
     "prod": {"lb": 1, "bastion": 1, "api": 3, "workers": 3, "data": 3},
@@ -25,12 +24,6 @@ GROUP = "aws:ec2/securityGroup:SecurityGroup"
 INGRESS = "aws:vpc/securityGroupIngressRule:SecurityGroupIngressRule"
 EIP = "aws:ec2/eip:Eip"
 VOLUME = "aws:ebs/volume:Volume"
-
-
-@pytest.fixture(scope="module", params=list(STACKS))
-def run(request) -> tuple[str, Run]:
-    stack = request.param
-    return stack, run_program(stack, stack_config(STACKS[stack]))
 
 
 def instances_by_tier(result: Run) -> dict[str, list]:
@@ -45,9 +38,8 @@ def test_hosts_per_tier(run):
     counts = {tier: len(hosts) for tier, hosts in instances_by_tier(result).items()}
     assert counts == EXPECTED_HOSTS[stack]
     assert {tier: len(hosts) for tier, hosts in result.outputs["hosts"].items()} == EXPECTED_HOSTS[stack]
-    for instance in result.recorder.of_type(INSTANCE):
-        assert instance.inputs["ami"] == "ami-0debian12example"
-    assert "aws:ec2/getAmi:getAmi" in result.recorder.calls
+    pinned = ami_id(stack_config(STACKS[stack])["microservices:ami"])
+    assert {instance.inputs["ami"] for instance in result.recorder.of_type(INSTANCE)} == {pinned}
 
 
 def test_production_spreads_every_tier_over_zones(run):
@@ -129,7 +121,23 @@ def test_volumes_are_encrypted(run):
 
 def test_every_resource_is_tagged(run):
     stack, result = run
-    untaggable = {"aws:ec2/routeTableAssociation:RouteTableAssociation", "aws:ec2/volumeAttachment:VolumeAttachment"}
+    untaggable = {
+        "aws:ec2/routeTableAssociation:RouteTableAssociation",
+        "aws:ec2/volumeAttachment:VolumeAttachment",
+        "aws:iam/rolePolicy:RolePolicy",
+        "aws:iam/rolePolicyAttachment:RolePolicyAttachment",
+        *(
+            f"aws:s3/{kind[0].lower()}{kind[1:]}:{kind}"
+            for kind in (
+                "BucketPublicAccessBlock",
+                "BucketOwnershipControls",
+                "BucketServerSideEncryptionConfiguration",
+                "BucketVersioning",
+                "BucketLifecycleConfiguration",
+                "BucketPolicy",
+            )
+        ),
+    }
     for resource in result.recorder.resources:
         if not resource.type.startswith("aws:") or resource.type in untaggable:
             continue
@@ -260,6 +268,9 @@ BAD_CONFIGS = [
     ("prod", tiers("prod", data={"count": 2}), "tiers.data.count: 2 data nodes cannot form a MongoDB replica set"),
     ("dev", {"sshPublicKey": "not a key"}, "sshPublicKey: set the admin SSH public key"),
     ("dev", {"provider": "hetzner"}, "provider: 'hetzner' is not supported"),
+    ("dev", {"ami": None}, "ami: '' is not an image id or a Debian image name; pin the machine image"),
+    ("dev", {"ami": "debian-12-amd64-*"}, "ami: 'debian-12-amd64-*' is not an image id"),
+    ("dev", {"backupRetentionDays": "0"}, "backupRetentionDays: expected a whole number from 1 to 3650, got '0'"),
 ]
 
 

@@ -1,0 +1,61 @@
+"""AWS: the topology as a VPC, security groups, EC2 instances with instance roles, an ECR
+image, a backup bucket and snapshot schedules. One ComponentResource per concern."""
+
+from __future__ import annotations
+
+import pulumi
+import pulumi_aws as aws
+
+from infra.config import StackConfig
+from infra.providers import Deployment
+from infra.providers.aws.backups import BackupBucket, Snapshots
+from infra.providers.aws.hosts import Tier, machine_image
+from infra.providers.aws.image import AppImage
+from infra.providers.aws.network import Firewalls, Network
+from infra.topology import TIERS
+
+# Tiers that run the app image, and so pull it.
+APP_TIERS = ("api", "workers")
+
+
+def deploy(config: StackConfig) -> Deployment:
+    network = Network("network", config)
+    firewalls = Firewalls("firewalls", config, network)
+    image = AppImage("app-image", config)
+    backups = BackupBucket("backups", config)
+    snapshots = Snapshots("snapshots", config)
+    key = aws.ec2.KeyPair("admin", public_key=config.ssh_public_key, tags=config.base_tags())
+    ami = machine_image(config)
+
+    profiles = {"data": backups.writer.profile.name}
+    if image.pull_role:
+        profiles.update({tier: image.pull_role.profile.name for tier in APP_TIERS})
+    tiers = {
+        name: Tier(
+            name,
+            config,
+            network,
+            firewalls,
+            ami,
+            key,
+            profile=profiles.get(name),
+            data_volume_tags=snapshots.tag if TIERS[name].data_volume else None,
+        )
+        for name in TIERS
+    }
+
+    inventory_vars: dict[str, pulumi.Input] = {
+        "aws_region": pulumi.Config("aws").require("region"),
+        "backup_target": "s3",
+        "backup_bucket": backups.bucket.id,
+    }
+    if image.registry is not None:
+        # Hosts log in to ECR with their instance role (Debian's amazon-ecr-credential-helper).
+        inventory_vars.update(registry_server=image.registry, registry_credential_helper="ecr-login")
+    return Deployment(
+        hosts={name: tier.hosts for name, tier in tiers.items()},
+        lb_public_ip=tiers["lb"].hosts[0].public_ip,
+        bastion_public_ip=tiers["bastion"].hosts[0].public_ip,
+        app_image=image.reference,
+        inventory_vars=inventory_vars,
+    )
