@@ -6,7 +6,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: help deps venv test lint up down env local-images infra-venv release rollback lab-up lab-down run bench clean
+.PHONY: help deps venv test lint up down env local-images infra-venv release rollback stack-named lab-up lab-down run bench clean
 
 help:
 	@echo "make up     - the whole stack under docker compose, healthy (installs Docker if missing);"
@@ -64,13 +64,15 @@ infra-venv: .venv-infra/.installed
 	.venv-infra/bin/pip install --quiet -r infra/requirements.txt
 	@touch $@
 
-release: venv infra-venv
+release: stack-named venv infra-venv
 	scripts/release.sh
 
-rollback: venv
-	@test -n "$(STACK)" || { echo "error: name the Pulumi stack: make rollback STACK=dev" >&2; exit 2; }
+rollback: stack-named venv
 	ANSIBLE_CONFIG=ansible/ansible.cfg PULUMI_STACK=$(STACK) \
 		$(BIN)/ansible-playbook -i ansible/inventory/pulumi.py ansible/rollback.yml
+
+stack-named:
+	@test -n "$(STACK)" || { echo "error: name the Pulumi stack: make $(MAKECMDGOALS) STACK=dev" >&2; exit 2; }
 
 lab-up: deps venv
 	$(BIN)/python ansible/lab/lab.py up

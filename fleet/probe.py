@@ -24,6 +24,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import ssl
 import subprocess
 import sys
 import time
@@ -37,6 +38,7 @@ CHECK_TIMEOUT = 8.0
 DISK_WARN, DISK_FAIL = 0.80, 0.92
 MEMORY_WARN, MEMORY_FAIL = 0.10, 0.03  # available fraction
 RUNS_CONTAINERS = ("lb", "api", "workers", "data")
+DATA_VOLUME = "/srv/data"  # a data node's data volume (ansible/roles/data_volume)
 
 
 class Failed(Exception):
@@ -54,9 +56,9 @@ def sh(*command: str, timeout: float = CHECK_TIMEOUT) -> str:
     return result.stdout.strip()
 
 
-def http(url: str, timeout: float = 4.0) -> tuple[int, str]:
+def http(url: str, timeout: float = 4.0, context: ssl.SSLContext | None = None) -> tuple[int, str]:
     try:
-        with urllib.request.urlopen(url, timeout=timeout) as response:  # noqa: S310 - our own hosts
+        with urllib.request.urlopen(url, timeout=timeout, context=context) as response:  # noqa: S310 - our own hosts
             return response.status, response.read(2000).decode(errors="replace")
     except urllib.error.HTTPError as error:
         return error.code, error.read(2000).decode(errors="replace")
@@ -70,7 +72,7 @@ def http(url: str, timeout: float = 4.0) -> tuple[int, str]:
 def disk(_: dict) -> str:
     details = []
     worst = 0.0
-    for path in ("/", "/var/lib/docker"):
+    for path in ("/", "/var/lib/docker", DATA_VOLUME):
         if os.path.isdir(path):
             usage = shutil.disk_usage(path)
             used = usage.used / usage.total
@@ -185,10 +187,17 @@ def api_ready(facts: dict) -> str:
 def nginx_itself(_: dict) -> str:
     # The health endpoint listens on the container's internal port 8081, never published.
     exec_in("nginx", "curl", "-fsS", "-o", "/dev/null", "http://127.0.0.1:8081/nginx-health")
-    status, _body = http("http://127.0.0.1/health")
+    try:
+        exec_in("nginx", "test", "-e", "/etc/nginx/enabled/tls.conf")
+    except Failed:
+        url = "http://127.0.0.1/health"
+    else:
+        url = "https://127.0.0.1/health"  # port 80 only redirects
+    # The certificate names the public domain, not 127.0.0.1: this checks nginx, not the name.
+    status, _body = http(url, context=ssl._create_unverified_context())  # noqa: S323
     if status != 200:
-        raise Failed(f"/health through nginx answered {status}")
-    return "nginx answers, /health through it 200"
+        raise Failed(f"{url} through nginx answered {status}")
+    return f"nginx answers, {url} through it 200"
 
 
 def upstreams(facts: dict) -> str:
@@ -221,6 +230,13 @@ def mongodb(facts: dict) -> str:
             raise Failed(f"replica set {facts['replica_set']}: member neither primary nor secondary")
         return f"ping ok; replica set {facts['replica_set']}: {role}, primary {hello.get('primary')}"
     return "ping ok"
+
+
+def data_volume(_: dict) -> str:
+    if not os.path.ismount(DATA_VOLUME):
+        raise Failed(f"{DATA_VOLUME} is not mounted: Docker, and with it every data service, will not start")
+    usage = shutil.disk_usage(DATA_VOLUME)
+    return f"{DATA_VOLUME} mounted, {usage.free / 2**30:.1f} GiB free"
 
 
 def redis(_: dict) -> str:
@@ -313,6 +329,7 @@ def plan(facts: dict) -> dict[str, Callable[[dict], Any]]:
         checks["lb:nginx"] = nginx_itself
         checks["lb:upstreams"] = upstreams
     if "data" in groups:
+        checks["data:volume"] = data_volume
         checks["data:mongodb"] = mongodb
         if facts.get("primary_data"):
             checks["data:redis"] = redis

@@ -51,6 +51,8 @@ class StackConfig:
     nat_per_zone: bool
     app_image: str | None
     ami: str  # an image id (ami-...) or a Debian image name
+    domain: str | None = None  # the API's name: certbot on the load balancer gets its certificate
+    acme_email: str | None = None
     backup_retention_days: int = 30  # MongoDB dumps and RabbitMQ definitions in the bucket
     snapshot_retention_count: int = 7  # daily snapshots of each data volume
     tags: dict[str, str] = field(default_factory=dict)
@@ -178,6 +180,15 @@ def load(config: pulumi.Config | None = None) -> StackConfig:
     if not (AMI_ID.match(ami) or AMI_NAME.match(ami)):
         problems.append(f"ami: {ami!r} is not an image id or a Debian image name; " + AMI_HOWTO)
 
+    domain = (config.get("domain") or "").strip().lower() or None
+    acme_email = (config.get("acmeEmail") or "").strip() or None
+    if domain and not re.fullmatch(r"([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z]{2,63}", domain):
+        problems.append(f"domain: {domain!r} is not a DNS name (for example api.example.com)")
+    if domain and not (acme_email and "@" in acme_email):
+        problems.append(
+            "acmeEmail: a domain needs the address Let's Encrypt writes to: `pulumi config set acmeEmail ops@...`"
+        )
+
     retention = {}
     for key, low, high in (("backupRetentionDays", 1, 3650), ("snapshotRetentionCount", 1, 1000)):
         value = config.get(key)
@@ -204,6 +215,8 @@ def load(config: pulumi.Config | None = None) -> StackConfig:
         nat_per_zone=config.get_bool("natPerZone") if config.get("natPerZone") is not None else production,
         app_image=config.get("appImage") or None,
         ami=ami,
+        domain=domain,
+        acme_email=acme_email,
         backup_retention_days=retention.get("backupRetentionDays", 30),
         snapshot_retention_count=retention.get("snapshotRetentionCount", 7),
         tags=config.get_object("tags") or {},

@@ -23,7 +23,7 @@ OFFICIAL_IMAGES = {
 }
 LOCAL_IMAGES = {
     "PYTHON_IMAGE": "local/python:3.11",
-    "MONGO_IMAGE": "local/secantus:7",
+    "MONGO_IMAGE": "local/secantus:7-tools",
     "REDIS_IMAGE": "local/redis:7",
     "RABBITMQ_IMAGE": "local/rabbitmq:3-management",
     "NGINX_IMAGE": "local/nginx:1.30",

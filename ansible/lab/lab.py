@@ -20,6 +20,7 @@ No registry is needed: the images are delivered as archives (image_delivery=arch
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
 import secrets
@@ -59,6 +60,11 @@ DIND_FLAGS = [
     "--tmpfs",
     "/run/lock",
 ]
+# A data node's data volume: a sparse file on this machine behind a loop device, handed to
+# the host under the name EC2 gives an EBS volume on Nitro (its serial is the volume id), so
+# the data_volume role finds it as it would in the cloud.
+DATA_VOLUME_SIZE = "8G"
+EBS_BY_ID = "/dev/disk/by-id/nvme-Amazon_Elastic_Block_Store_"
 IMAGE_VARS = {"mongodb": "MONGO_IMAGE", "redis": "REDIS_IMAGE", "rabbitmq": "RABBITMQ_IMAGE", "nginx": "NGINX_IMAGE"}
 
 
@@ -72,6 +78,13 @@ class LabHost:
     tier: str
     private_ip: str
     public_ip: str | None
+
+    @property
+    def data_volume_id(self) -> str | None:
+        """A made-up EBS volume id (vol- and 17 hex digits), the same for the same host name."""
+        if self.tier != "data":
+            return None
+        return "vol-0" + hashlib.sha256(self.name.encode()).hexdigest()[:16]
 
 
 def run(
@@ -222,6 +235,12 @@ class Lab:
         first_net, first_ip = (
             (self.public_net, host.public_ip) if host.public_ip else (self.private_net, host.private_ip)
         )
+        devices = []
+        if host.data_volume_id:
+            loop = self.data_volume(host)
+            by_id = EBS_BY_ID + host.data_volume_id.replace("-", "")
+            # Under its own name too: the boot-time mount finds a UUID by the kernel's name.
+            devices = ["--device", f"{loop}:{loop}", "--device", f"{loop}:{by_id}"]
         run(
             "docker",
             "run",
@@ -235,6 +254,7 @@ class Lab:
             "--ip",
             first_ip,
             *DIND_FLAGS,
+            *devices,
             "-v",
             f"{host.name}-docker:/var/lib/docker",
             "--label",
@@ -245,6 +265,17 @@ class Lab:
         )
         if host.public_ip:
             run("docker", "network", "connect", "--ip", host.private_ip, self.private_net, host.name)
+
+    def data_volume_file(self, host: LabHost) -> Path:
+        return self.dir / f"{host.name}-data.img"
+
+    def data_volume(self, host: LabHost) -> str:
+        """The loop device of the host's data volume file (created empty, sparse, once)."""
+        path = self.data_volume_file(host)
+        if not path.exists():
+            run("truncate", "-s", DATA_VOLUME_SIZE, str(path))
+        attached = run("losetup", "-j", str(path)).split(":", 1)[0].strip()
+        return attached or run("losetup", "-f", "--show", str(path)).strip()
 
     def prepare(self, host: LabHost) -> None:
         """What cloud-init does on a VM: the admin user with the key, sudo without password."""
@@ -284,7 +315,13 @@ chmod 440 /etc/sudoers.d/90-cloud-init-users
             secrets_file.chmod(0o600)
         hosts = {
             tier: [
-                {"name": h.name, "zone": "lab", "private_ip": h.private_ip, "public_ip": h.public_ip}
+                {
+                    "name": h.name,
+                    "zone": "lab",
+                    "private_ip": h.private_ip,
+                    "public_ip": h.public_ip,
+                    "data_volume_id": h.data_volume_id,
+                }
                 for h in self.hosts
                 if h.tier == tier
             ]
@@ -352,6 +389,15 @@ chmod 440 /etc/sudoers.d/90-cloud-init-users
             run("docker", "volume", "rm", *sorted(present & set(volumes)))
         for network in (self.public_net, self.private_net):
             run("docker", "network", "rm", network, check=False)
+        # Loop devices of this lab's data volumes, wherever their files were (an earlier run's
+        # directory may be gone: the device then shows its file as "(deleted)").
+        files = {self.data_volume_file(host).name for host in self.hosts}
+        for line in run("losetup", "--list", "--noheadings", "--output", "NAME,BACK-FILE").splitlines():
+            device, _, backing = line.strip().partition(" ")
+            if Path(backing.strip().removesuffix(" (deleted)")).name in files:
+                run("losetup", "-d", device, check=False)
+        for host in self.hosts:
+            self.data_volume_file(host).unlink(missing_ok=True)
         for name in ("outputs.json", "secrets.json", "known_hosts", "ssh_config", "images.env"):
             (self.dir / name).unlink(missing_ok=True)
         print(f"lab {self.name} is down")

@@ -147,7 +147,7 @@ def test_the_tls_server_turns_on_when_certificates_are_given(compose_stack, tmp_
         capture_output=True,
         timeout=60,
     )
-    https_port = compose_stack.env["HTTPS_PORT"]
+    https_port, http_port = compose_stack.env["HTTPS_PORT"], compose_stack.env["HTTP_PORT"]
     with httpx.Client(verify=False, timeout=5) as client:  # noqa: S501 - a self-signed test certificate
         try:
             client.get(f"https://127.0.0.1:{https_port}/health")
@@ -162,9 +162,15 @@ def test_the_tls_server_turns_on_when_certificates_are_given(compose_stack, tmp_
             assert response.status_code == 200 and response.json()["status"] == "ok"
             assert response.headers["strict-transport-security"].startswith("max-age=")
             assert response.headers["x-frame-options"] == "DENY"
+            # Port 80 now only redirects, to the port HTTPS is published on.
+            plain = client.get(f"http://127.0.0.1:{http_port}/api/items?limit=1")
+            assert plain.status_code == 301
+            assert plain.headers["location"] == f"https://127.0.0.1:{https_port}/api/items?limit=1"
         finally:
             del compose_stack.extra_env["TLS_CERT_FILE"], compose_stack.extra_env["TLS_KEY_FILE"]
             compose_stack.compose("up", "-d", "--wait", "nginx")
+        health = client.get(f"http://127.0.0.1:{http_port}/health")
+        assert health.status_code == 200 and "strict-transport-security" not in health.headers
 
 
 def raw_http(port: int, request: bytes) -> tuple[str, dict[str, str], bytes]:

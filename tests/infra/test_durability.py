@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import subprocess
 
 import pytest
 from pulumi_harness import REPO_ROOT, STACKS, Run, ami_id, run_program, stack_config
@@ -213,3 +214,32 @@ def test_retention_is_configurable():
     assert rule["expiration"]["days"] == 7
     (policy,) = result.recorder.of_type("aws:dlm/lifecyclePolicy:LifecyclePolicy")
     assert policy.inputs["policyDetails"]["schedules"][0]["retainRule"]["count"] == 14
+
+
+# --- 6. TLS ---------------------------------------------------------------------------------
+
+
+def test_the_inventory_says_production_and_names_the_domain(run):
+    stack, result = run
+    variables = result.outputs["ansible_inventory"]["all"]["vars"]
+    assert variables["production"] is (stack == "prod")
+    assert "tls_domain" not in variables
+    config = stack_config(STACKS[stack], {"domain": "api.example.com", "acmeEmail": "ops@example.com"})
+    variables = run_program(stack, config).outputs["ansible_inventory"]["all"]["vars"]
+    assert variables["tls_domain"] == "api.example.com" and variables["acme_email"] == "ops@example.com"
+
+
+def test_make_release_says_what_it_needs(tmp_path):
+    environment = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path)}
+    unnamed = subprocess.run(
+        ["make", "-s", "release"], cwd=REPO_ROOT, env=environment, capture_output=True, text=True, timeout=120
+    )
+    assert unnamed.returncode != 0 and "make release STACK=dev" in unnamed.stderr, unnamed.stderr
+    no_cli = subprocess.run(
+        [str(REPO_ROOT / "scripts/release.sh")],
+        env={**environment, "STACK": "dev"},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert no_cli.returncode == 1 and "the Pulumi CLI is not installed" in no_cli.stderr

@@ -270,6 +270,8 @@ BAD_CONFIGS = [
     ("dev", {"provider": "hetzner"}, "provider: 'hetzner' is not supported"),
     ("dev", {"ami": None}, "ami: '' is not an image id or a Debian image name; pin the machine image"),
     ("dev", {"ami": "debian-12-amd64-*"}, "ami: 'debian-12-amd64-*' is not an image id"),
+    ("dev", {"domain": "api.example.com"}, "acmeEmail: a domain needs the address Let's Encrypt writes to"),
+    ("dev", {"domain": "not a name", "acmeEmail": "a@b.c"}, "domain: 'not a name' is not a DNS name"),
     ("dev", {"backupRetentionDays": "0"}, "backupRetentionDays: expected a whole number from 1 to 3650, got '0'"),
 ]
 

@@ -1,5 +1,6 @@
 """The local multi-host lab for the rollout and fleet-health tests: up once, converged
-by site.yml over SSH through the bastion, and removed at the end (LAB_KEEP=1 keeps it)."""
+by site.yml over SSH through the bastion, and removed at the end (LAB_KEEP=1 keeps it;
+LAB_DIR and LAB_REUSE=1 take a kept one up again)."""
 
 from __future__ import annotations
 
@@ -131,11 +132,17 @@ def failed_hosts(run: PlaybookRun) -> dict[str, dict[str, int]]:
 
 @pytest.fixture(scope="session")
 def lab(tmp_path_factory) -> Iterator[Lab]:
-    lab = Lab(tmp_path_factory.mktemp("lab"))
-    lab.lab("down")  # a clean start, whatever an interrupted run left
-    started = time.monotonic()
-    lab.lab("up")
-    TIMINGS.append(f"lab up: {time.monotonic() - started:.0f}s")
+    # LAB_DIR=... LAB_KEEP=1 keeps a lab after the run; LAB_REUSE=1 with the same LAB_DIR
+    # takes it up again (converged again, which changes what the code changed) instead of
+    # building a new one: a faster loop while working on the rollout.
+    directory = Path(os.environ["LAB_DIR"]) if os.environ.get("LAB_DIR") else tmp_path_factory.mktemp("lab")
+    directory.mkdir(parents=True, exist_ok=True)
+    lab = Lab(directory)
+    if not (os.environ.get("LAB_REUSE") == "1" and (directory / "outputs.json").exists()):
+        lab.lab("down")  # a clean start, whatever an interrupted run left
+        started = time.monotonic()
+        lab.lab("up")
+        TIMINGS.append(f"lab up: {time.monotonic() - started:.0f}s")
     yield lab
     if os.environ.get("LAB_KEEP") != "1":
         lab.lab("down")
