@@ -164,7 +164,16 @@ def pytest_terminal_summary(terminalreporter) -> None:
             terminalreporter.write_line(line)
 
 
+# The destructive ones last: test_data.py restarts the data node and destroys its database.
+ORDER = ["test_lint.py", "test_fleet_health.py", "test_rollout.py", "test_tls.py", "test_data.py"]
+
+
 def pytest_collection_modifyitems(items) -> None:
+    def key(item) -> int:
+        name = item.path.name
+        return ORDER.index(name) if item.path.parent.name == "lab" and name in ORDER else -1
+
+    items.sort(key=key)
     for item in items:
         if item.path.parent.name == "lab":
             item.add_marker(pytest.mark.timeout(2400))
