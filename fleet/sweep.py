@@ -88,9 +88,11 @@ def clock_check(answer: str, sent: float, received: float) -> dict[str, Any]:
 
 
 class Sweeper:
-    def __init__(self, host_timeout: float = 15.0, connect_timeout: float = 5.0) -> None:
+    def __init__(self, host_timeout: float = 15.0, connect_timeout: float | None = None) -> None:
         self.host_timeout = host_timeout
-        self.connect_timeout = min(connect_timeout, host_timeout)
+        # One deadline per host by default: a separate, shorter one for the SSH handshake made
+        # hosts of a busy machine, slow to shake hands but alive, look unreachable.
+        self.connect_timeout = min(connect_timeout or host_timeout, host_timeout)
         self._jumps: dict[tuple, asyncio.Task] = {}
 
     def _options(self, target: Target) -> dict[str, Any]:

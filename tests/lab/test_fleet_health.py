@@ -98,16 +98,16 @@ def test_a_dead_host_is_reported_unreachable_and_the_rest_still_checked(converge
     subprocess.run(["docker", "pause", container], check=True, capture_output=True)
     try:
         started = time.monotonic()
-        code, report = sweep(converged, "--timeout", "5")
+        code, report = sweep(converged, "--timeout", "10")
         took = time.monotonic() - started
     finally:
         subprocess.run(["docker", "unpause", container], check=True, capture_output=True)
     assert code == 2 and report["status"] == "down"
     unreachable = [h["host"] for h in report["hosts"] if not h["reachable"]]
     assert unreachable == [container]
-    assert "gave no answer within 5s" in checks_of(report, container)["ssh"]["detail"]
+    assert "gave no answer within 10s" in checks_of(report, container)["ssh"]["detail"]
     assert len([h for h in report["hosts"] if h["reachable"]]) == 6  # everyone else was still checked
-    assert took < 5 + 10, f"the sweep waited {took:.0f}s on one dead host"
+    assert took < 10 + 10, f"the sweep waited {took:.0f}s on one dead host"
     wait_green(converged)
 
 
