@@ -34,6 +34,7 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO_ROOT))
 
 from infra.inventory import render  # noqa: E402
+from infra.secrets import NAMES as SECRET_NAMES  # noqa: E402
 
 HOST_IMAGE = "microservices-lab/host:bookworm"
 SSH_USER = "admin"
@@ -306,14 +307,8 @@ chmod 440 /etc/sudoers.d/90-cloud-init-users
     def write_outputs(self, images: dict[str, str]) -> None:
         secrets_file = self.dir / "secrets.json"
         if not secrets_file.exists():
-            names = (
-                "mongo_root_password",
-                "mongo_app_password",
-                "redis_password",
-                "rabbitmq_admin_password",
-                "rabbitmq_password",
-            )
-            values = {name: secrets.token_urlsafe(24) for name in names} | {"api_key": secrets.token_urlsafe(36)}
+            # The same secrets as the Pulumi stack's (infra/secrets.py), the API key longer.
+            values = {name: secrets.token_urlsafe(36 if name == "api_key" else 24) for name in SECRET_NAMES}
             secrets_file.write_text(json.dumps(values, indent=2))
             secrets_file.chmod(0o600)
         hosts = {

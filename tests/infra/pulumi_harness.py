@@ -90,6 +90,11 @@ class Recorder(pulumi.runtime.Mocks):
         return next(r for r in self.resources if r.id == resource_id)
 
 
+def s3_type(kind: str) -> str:
+    """The type token of an S3 resource: s3_type("BucketPolicy") == "aws:s3/bucketPolicy:BucketPolicy"."""
+    return f"aws:s3/{kind[0].lower()}{kind[1:]}:{kind}"
+
+
 def ami_id(name: str) -> str:
     return "ami-0" + hashlib.sha256(name.encode()).hexdigest()[:16]
 

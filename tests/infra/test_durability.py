@@ -9,7 +9,7 @@ import shutil
 import subprocess
 
 import pytest
-from pulumi_harness import REPO_ROOT, STACKS, Run, ami_id, run_program, stack_config
+from pulumi_harness import REPO_ROOT, STACKS, Run, ami_id, run_program, s3_type, stack_config
 
 from infra import release
 from infra.providers.aws.image import PULL_ACTIONS
@@ -153,7 +153,7 @@ def test_an_image_id_is_used_as_it_is():
 
 
 def only(result: Run, kind: str):
-    (resource,) = result.recorder.of_type(f"aws:s3/{kind[0].lower()}{kind[1:]}:{kind}")
+    (resource,) = result.recorder.of_type(s3_type(kind))
     return resource
 
 

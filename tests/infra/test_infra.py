@@ -9,7 +9,7 @@ import sys
 from collections import Counter, defaultdict
 
 import pytest
-from pulumi_harness import REPO_ROOT, STACKS, Recorder, Run, ami_id, run_program, stack_config
+from pulumi_harness import REPO_ROOT, STACKS, Recorder, Run, ami_id, run_program, s3_type, stack_config
 
 from infra.config import ConfigError
 
@@ -127,7 +127,7 @@ def test_every_resource_is_tagged(run):
         "aws:iam/rolePolicy:RolePolicy",
         "aws:iam/rolePolicyAttachment:RolePolicyAttachment",
         *(
-            f"aws:s3/{kind[0].lower()}{kind[1:]}:{kind}"
+            s3_type(kind)
             for kind in (
                 "BucketPublicAccessBlock",
                 "BucketOwnershipControls",
