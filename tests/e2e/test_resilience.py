@@ -48,6 +48,26 @@ def test_stopping_an_api_replica_loses_no_request(compose_stack, unique):
     compose_stack.wait_healthy()
 
 
+def test_with_no_replica_up_every_request_gets_a_json_answer(compose_stack, unique):
+    """nginx's own 502/504 is JSON for reads, plain creates and keyed creates alike (the last two
+    go through its named locations: a second pass over the replicas, then the JSON page)."""
+    compose_stack.compose("stop", "-t", "1", "api", "api-standby")
+    try:
+        with compose_stack.writer() as api:
+            answers = [
+                api.get("/health"),
+                api.post("/api/items", json={"name": unique()}),
+                api.post("/api/items", json={"name": unique()}, headers={"Idempotency-Key": unique()}),
+            ]
+    finally:
+        compose_stack.compose("start", "api", "api-standby")
+    for answer in answers:
+        assert answer.status_code in (502, 504), (answer.request.method, answer.status_code, answer.text)
+        assert answer.headers["content-type"] == "application/json", answer.text
+        assert answer.json()["detail"]
+    compose_stack.wait_healthy()
+
+
 def active_tasks(compose_stack) -> dict[str, list[dict]]:
     container = compose_stack.containers("worker")[0]
     result = subprocess.run(
