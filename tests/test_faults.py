@@ -187,8 +187,13 @@ def test_a_broker_blocking_publishers_gets_503_within_two_seconds_and_reads_go_o
     )
     for response, took in submits:
         assert response.status_code == 503 and response.json()["dependency"] == "rabbitmq", response.text
-        assert took < 2.0
-    assert all(response.status_code == 200 and took < 1.0 for response, took in reads), reads
+        assert took < 2.0, f"a submit to a blocked broker took {took:.2f}s"
+    # Reads wait for no publish: a read that queued behind the blocked submits would take their
+    # 2 s. The margin below that is for a busy machine (a read alone takes milliseconds).
+    slow = [
+        (response.status_code, round(took, 2)) for response, took in reads if response.status_code != 200 or took >= 1.5
+    ]
+    assert not slow, f"reads failed or waited behind the blocked submits: {slow}"
     assert mongo.tasks.count_documents({}) == tasks_before  # no record left of a task never queued
 
     wait_for(
