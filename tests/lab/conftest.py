@@ -143,9 +143,28 @@ def lab(tmp_path_factory) -> Iterator[Lab]:
         started = time.monotonic()
         lab.lab("up")
         TIMINGS.append(f"lab up: {time.monotonic() - started:.0f}s")
+    RUNNING.append(lab)
     yield lab
-    if os.environ.get("LAB_KEEP") != "1":
-        lab.lab("down")
+    take_down()
+
+
+# The lab that is up. Its hosts run the whole system (seven dockerds, the data services, the
+# API, the workers), so it goes as soon as its last test is done (pytest_runtest_teardown)
+# rather than with the session: left up, it took the CPU from the e2e tests run after it.
+RUNNING: list[Lab] = []
+
+
+def take_down() -> None:
+    while RUNNING:
+        lab = RUNNING.pop()
+        if os.environ.get("LAB_KEEP") != "1":
+            lab.lab("down")
+
+
+@pytest.hookimpl(trylast=True)  # after pytest's own teardown: the module fixtures use the lab
+def pytest_runtest_teardown(item, nextitem) -> None:
+    if nextitem is None or nextitem.path.parent != item.path.parent:
+        take_down()
 
 
 @pytest.fixture(scope="session")
