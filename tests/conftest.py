@@ -81,6 +81,16 @@ def stack(request) -> Iterator[Stack]:
             client.drop_database(STACK.mongo_db)
 
 
+@pytest.hookimpl(trylast=True)  # after pytest's own teardown of the item's fixtures
+def pytest_runtest_teardown(item, nextitem) -> None:
+    # The servers above serve the tests of this directory only. Once the last of those is done
+    # they are stopped, not left to idle (a Celery beat, workers and RabbitMQ still use some CPU)
+    # through the lab and the e2e tests after them. The fixture's own teardown stops nothing twice.
+    here = Path(__file__).parent
+    if item.path.parent == here and (nextitem is None or nextitem.path.parent != here):
+        STACK.stop()
+
+
 @pytest.fixture(scope="session")
 def api(stack: Stack) -> Iterator[httpx.Client]:
     """A client that sends the API key."""
