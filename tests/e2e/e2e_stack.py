@@ -98,6 +98,16 @@ class ComposeStack:
 
         wait_for(healthy, timeout=timeout, interval=2, what="every service healthy")
 
+    def active_tasks(self) -> dict[str, list[dict]]:
+        """Celery's `inspect active` (every worker answers a broadcast): {node name: its tasks}.
+        Asked from the standby API replica, which has the app and the broker's address and is
+        idle, rather than from a worker busy with the very tasks this looks for."""
+        standby = self.containers("api-standby")[0]
+        command = ["celery", "-A", "app.celery_app", "inspect", "active", "--json", "-t", "3"]
+        result = subprocess.run(["docker", "exec", standby, *command], capture_output=True, text=True, timeout=60)
+        output = result.stdout.strip().splitlines()
+        return json.loads(output[-1]) if output else {}
+
     def client(self, **kwargs) -> httpx.Client:
         return httpx.Client(base_url=self.url, timeout=15, **kwargs)
 

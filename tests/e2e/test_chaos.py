@@ -8,7 +8,6 @@ that was down. The figures go to the terminal summary (and the README's table).
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import subprocess
@@ -58,31 +57,9 @@ def kill_an_api_replica(stack: ComposeStack) -> None:
 
 def kill_a_busy_worker(stack: ComposeStack) -> None:
     def busy() -> str | None:
-        for container in stack.containers("worker"):
-            result = subprocess.run(
-                [
-                    "docker",
-                    "exec",
-                    container,
-                    "celery",
-                    "-A",
-                    "app.celery_app",
-                    "inspect",
-                    "active",
-                    "--json",
-                    "-t",
-                    "3",
-                ],
-                capture_output=True,
-                text=True,
-                timeout=60,
-            )
-            lines = result.stdout.strip().splitlines()
-            replies = json.loads(lines[-1]) if lines else {}
-            hostname = container[:12]
-            if any(tasks and node.endswith("@" + hostname) for node, tasks in replies.items()):
-                return container
-        return None
+        nodes = [node for node, tasks in stack.active_tasks().items() if tasks]
+        # A worker's node name ends with its hostname: the first 12 characters of its container id.
+        return next((c for c in stack.containers("worker") for node in nodes if node.endswith("@" + c[:12])), None)
 
     crash(wait_for(busy, timeout=60, interval=1, what="a worker in the middle of a task"))
 
@@ -145,6 +122,12 @@ def table():
         )
 
 
+def unhandled_errors(stack: ComposeStack) -> list[str]:
+    """The API's last "unhandled error" lines (each with its traceback), for a failure's message."""
+    log = stack.compose("logs", "--no-log-prefix", "api", "api-standby", check=False).stdout
+    return [line[:3000] for line in log.splitlines() if '"unhandled error"' in line][-3:]
+
+
 @pytest.mark.parametrize("fault", FAULTS, ids=[f.name for f in FAULTS])
 def test_a_fault_under_load_loses_nothing(compose_stack, seeded, fault):
     load = Load(compose_stack.url, compose_stack.api_key, seeded, heavy=fault.heavy).start()
@@ -175,7 +158,7 @@ def test_a_fault_under_load_loses_nothing(compose_stack, seeded, fault):
     )
     print(f"\n{ROWS[-1]}")
 
-    assert not tally["unexpected"], tally["unexpected"][:5]
+    assert not tally["unexpected"], (tally["unexpected"][:5], unhandled_errors(compose_stack))
     assert not unreadable, unreadable[:3]
     assert succeeded == len(states), {t: s for t, s in states.items() if s != "SUCCESS"}
     assert len(load.created) > 10 and len(states) > 3, (len(load.created), len(states))

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import subprocess
 import threading
 import time
@@ -68,28 +67,14 @@ def test_with_no_replica_up_every_request_gets_a_json_answer(compose_stack, uniq
     compose_stack.wait_healthy()
 
 
-def active_tasks(compose_stack) -> dict[str, list[dict]]:
-    container = compose_stack.containers("worker")[0]
-    result = subprocess.run(
-        ["docker", "exec", container, "celery", "-A", "app.celery_app", "inspect", "active", "--json", "-t", "3"],
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    output = result.stdout.strip().splitlines()
-    return json.loads(output[-1]) if output else {}
-
-
 def test_a_task_survives_its_worker_being_stopped(compose_stack):
     with compose_stack.writer() as api:
         task_id = api.post("/api/async/process", json={"data": "survive", "iterations": 1000}).json()["task_id"]
         wait_for(lambda: api.get(f"/api/tasks/{task_id}").json()["state"] == "PROGRESS", timeout=60, what="running")
 
         def running_on():
-            return next(
-                (node for node, tasks in active_tasks(compose_stack).items() if any(t["id"] == task_id for t in tasks)),
-                None,
-            )
+            active = compose_stack.active_tasks()
+            return next((node for node, tasks in active.items() if any(t["id"] == task_id for t in tasks)), None)
 
         node = wait_for(running_on, timeout=30, interval=1, what="the worker running the task")
         hostname = node.split("@", 1)[1]
