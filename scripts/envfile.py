@@ -64,6 +64,8 @@ APP_IMAGE=microservices-app:0.1.0
 # nginx and the API's network: the API trusts X-Forwarded-For from it only. Change it if it
 # overlaps a network of this host (or another stack on it).
 FRONTEND_SUBNET=172.28.231.0/24
+# The data services' network (fixed too, so it never overlaps the one above).
+BACKEND_SUBNET=172.28.230.0/24
 HTTP_PORT=80
 HTTPS_PORT=443
 # RabbitMQ's management UI, on the loopback interface only.

@@ -31,7 +31,7 @@ def compose_stack(tmp_path_factory) -> Iterator[ComposeStack]:
         # Workers recycled every few hundred requests, all through the suite (the chaos included).
         f.write("GUNICORN_MAX_REQUESTS=300\nGUNICORN_MAX_REQUESTS_JITTER=50\n")
         # A network of its own, apart from a development stack's on the same host.
-        f.write("FRONTEND_SUBNET=172.28.232.0/24\n")
+        f.write("FRONTEND_SUBNET=172.28.232.0/24\nBACKEND_SUBNET=172.28.233.0/24\n")
     started = time.monotonic()
     sh("scripts/ensure-images.sh", str(env_file), timeout=1800)
     REPORT.append(f"images ready in {time.monotonic() - started:.0f}s")
