@@ -20,7 +20,7 @@ help:
 	@echo "make release STACK=dev - build, push and deploy this checkout to a Pulumi stack"
 	@echo "make rollback STACK=dev - deploy the stack's previous image again"
 	@echo "make lab-up / lab-down - a local multi-host lab (containers acting as VMs) for Ansible"
-	@echo "make bench  - measure raw MongoDB reads vs uncached vs cached API reads"
+	@echo "make bench  - every request path through nginx beside its anchors, ratios in benchmarks/results/"
 	@echo "make lint   - ruff"
 
 deps:
@@ -84,7 +84,7 @@ run: deps venv
 	$(BIN)/python -m devstack
 
 bench: deps venv
-	$(BIN)/python -m benchmarks.read_path
+	$(BIN)/python -m benchmarks.bench $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) .venv-infra .pytest_cache .ruff_cache .hypothesis benchmarks/results

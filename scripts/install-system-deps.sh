@@ -2,7 +2,8 @@
 # Install the Debian packages the test suite and the local stack run: redis-server and
 # rabbitmq-server (started by the tests on their own ports, never as system services),
 # Python 3.11 with venv, and for the compose stack's tests Docker (docker.io), debootstrap
-# (images without a registry) and openssl. Idempotent: does nothing when all is present.
+# (images without a registry) and openssl; wrk for the benchmark. Idempotent: does nothing
+# when all is present.
 set -euo pipefail
 
 missing=()
@@ -16,6 +17,7 @@ fi
 command -v dockerd >/dev/null 2>&1 || missing+=(docker.io)
 command -v debootstrap >/dev/null 2>&1 || missing+=(debootstrap)
 command -v openssl >/dev/null 2>&1 || missing+=(openssl)
+command -v wrk >/dev/null 2>&1 || missing+=(wrk)
 
 if [ ${#missing[@]} -eq 0 ]; then
     exit 0

@@ -58,7 +58,7 @@ def pytest_terminal_summary(terminalreporter) -> None:
 
 
 # The destructive ones last.
-ORDER = ["test_stack.py", "test_security.py", "test_chaos.py", "test_update.py", "test_resilience.py"]
+ORDER = ["test_stack.py", "test_security.py", "test_bench.py", "test_chaos.py", "test_update.py", "test_resilience.py"]
 
 
 def pytest_collection_modifyitems(items) -> None:

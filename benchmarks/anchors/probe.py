@@ -1,0 +1,92 @@
+"""Raw anchors, run inside the stack (bench-probe, on the backend network, with the app's
+settings): MongoDB find_one and Celery publish without the API in between.
+
+    python -m benchmarks.anchors.probe find_one --threads 32 --seconds 10 --ids ID,ID,...
+    python -m benchmarks.anchors.probe publish --threads 32 --seconds 10
+
+Prints one JSON object: operations per second and latency percentiles.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import statistics
+import threading
+import time
+from collections.abc import Callable
+
+from bson import ObjectId
+
+
+def measure(operation: Callable[[random.Random], None], threads: int, seconds: float) -> dict:
+    latencies: list[float] = []
+    lock = threading.Lock()
+    deadline = time.perf_counter() + seconds
+
+    def run() -> None:
+        rng, local = random.Random(), []
+        while time.perf_counter() < deadline:
+            started = time.perf_counter()
+            operation(rng)
+            local.append(time.perf_counter() - started)
+        with lock:
+            latencies.extend(local)
+
+    workers = [threading.Thread(target=run) for _ in range(threads)]
+    started = time.perf_counter()
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join()
+    elapsed = time.perf_counter() - started
+    quantiles = statistics.quantiles(latencies, n=100) if len(latencies) > 1 else [0.0] * 99
+    return {
+        "per_second": round(len(latencies) / elapsed, 1),
+        "operations": len(latencies),
+        "threads": threads,
+        "p50_ms": round(quantiles[49] * 1000, 2),
+        "p90_ms": round(quantiles[89] * 1000, 2),
+        "p99_ms": round(quantiles[98] * 1000, 2),
+    }
+
+
+def find_one(threads: int, seconds: float, ids: list[str]) -> dict:
+    from app.db import collection
+
+    items = collection("items")
+    keys = [ObjectId(i) for i in ids]
+    items.find_one({"_id": keys[0]})
+    return measure(lambda rng: items.find_one({"_id": rng.choice(keys)}), threads, seconds)
+
+
+def publish(threads: int, seconds: float) -> dict:
+    """A message to the default queue through the app's producer pool, with the broker's
+    confirm, as a submit publishes; Celery's built-in `accumulate`, which the workers run
+    and drop at once."""
+    from app.celery_app import celery_app
+
+    def send(_: random.Random) -> None:
+        celery_app.send_task("celery.accumulate", args=(1,), queue="default", ignore_result=True)
+
+    send(random.Random())  # connect first
+    return measure(send, threads, seconds)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("what", choices=["find_one", "publish"])
+    parser.add_argument("--threads", type=int, default=16)
+    parser.add_argument("--seconds", type=float, default=10)
+    parser.add_argument("--ids", default="")
+    args = parser.parse_args()
+    if args.what == "find_one":
+        result = find_one(args.threads, args.seconds, args.ids.split(","))
+    else:
+        result = publish(args.threads, args.seconds)
+    print(json.dumps(result))
+
+
+if __name__ == "__main__":
+    main()

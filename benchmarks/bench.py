@@ -1,0 +1,292 @@
+"""`make bench`: the request path through nginx, from many client addresses, beside its
+anchors measured in the same run, with the ratios the targets are set in.
+
+    python -m benchmarks.bench [--env-file .env] [--clients 64] [--seconds 10] [--smoke]
+
+Uses the compose stack of the env file (brings it up with scripts/up.sh when it is not
+running), adds the anchors (benchmarks/compose.bench.yml, benchmarks/nginx-bench.conf),
+drives every path with wrk from `--clients` network namespaces (benchmarks/clients.py), and
+writes results.json and report.md to benchmarks/results/<UTC time>/. Everything it added is
+removed at the end. Needs root (network namespaces) and wrk.
+
+Absolute figures on a shared 2-CPU machine move by ±30 % between runs: read the ratios.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+import httpx
+
+from benchmarks.clients import ClientNetwork
+from benchmarks.load import Throughput, wrk
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+RESULTS_DIR = REPO_ROOT / "benchmarks" / "results"
+BENCH_SERVICES = ("bench-bare", "bench-uncached", "bench-probe")
+SUBMIT_SCRIPT = REPO_ROOT / "benchmarks" / "submit.lua"
+# compose prefers the process environment to the env file: pass only what it needs.
+PASSED = ("PATH", "HOME", "LANG", "DOCKER_HOST", "DOCKER_CONFIG")
+CLEAN_ENV = {name: os.environ[name] for name in PASSED if name in os.environ}
+
+# (name, numerator, denominator, target): every ratio the issue sets, from this run's figures.
+TARGETS = [
+    ("stack /health ÷ bare FastAPI /health, through the same nginx", "health", "bare", 0.70),
+    ("cached read ÷ stack /health", "cached_read", "health", 0.60),
+    ("cached read ÷ uncached read", "cached_read", "uncached_read", 3.0),
+    ("uncached read ÷ raw find_one, same concurrency", "uncached_read", "raw_find_one", 0.60),
+    ("submit (202) ÷ raw Celery publish", "submit", "raw_publish", 0.50),
+]
+
+
+def read_env(path: Path) -> dict[str, str]:
+    pairs = (line.split("=", 1) for line in path.read_text().splitlines() if "=" in line and not line.startswith("#"))
+    return {name.strip(): value.strip() for name, value in pairs}
+
+
+class Stack:
+    """The compose stack with the benchmark's services added."""
+
+    def __init__(self, env_file: Path) -> None:
+        self.env_file = env_file.resolve()
+        self.env = read_env(self.env_file)
+        self.project = self.env.get("COMPOSE_PROJECT_NAME", "microservices")
+        self.base = [
+            "docker",
+            "compose",
+            "--project-directory",
+            str(REPO_ROOT),
+            "-f",
+            str(REPO_ROOT / "docker-compose.yml"),
+            "-f",
+            str(REPO_ROOT / "benchmarks/compose.bench.yml"),
+            "--env-file",
+            str(self.env_file),
+            "-p",
+            self.project,
+        ]
+        self.api_key = self.env["API_KEYS"].split(",")[0]
+
+    def compose(self, *args: str, timeout: float = 900) -> str:
+        result = subprocess.run([*self.base, *args], capture_output=True, text=True, timeout=timeout, env=CLEAN_ENV)
+        if result.returncode != 0:
+            raise RuntimeError(f"docker compose {' '.join(args)}: {result.stderr[-2000:]}")
+        return result.stdout
+
+    def container(self, service: str) -> str:
+        return self.compose("ps", "-q", service).split()[0]
+
+    def running(self) -> bool:
+        try:
+            return bool(self.compose("ps", "-q", "api", timeout=60).strip())
+        except RuntimeError:
+            return False
+
+
+def log(message: str) -> None:
+    print(f"bench: {message}", file=sys.stderr, flush=True)
+
+
+def add_anchors(stack: Stack) -> str:
+    stack.compose("up", "-d", "--no-deps", *BENCH_SERVICES)
+    nginx = stack.container("nginx")
+    subprocess.run(
+        ["docker", "cp", str(REPO_ROOT / "benchmarks/nginx-bench.conf"), f"{nginx}:/etc/nginx/enabled/bench.conf"],
+        check=True,
+        capture_output=True,
+    )
+    subprocess.run(["docker", "exec", nginx, "nginx", "-s", "reload"], check=True, capture_output=True)
+    return nginx
+
+
+def remove_anchors(stack: Stack, nginx: str) -> None:
+    subprocess.run(["docker", "exec", nginx, "rm", "-f", "/etc/nginx/enabled/bench.conf"], capture_output=True)
+    subprocess.run(["docker", "exec", nginx, "nginx", "-s", "reload"], capture_output=True)
+    stack.compose("rm", "-sf", *BENCH_SERVICES)
+
+
+def wait_answering(url: str, timeout: float = 120, headers: dict | None = None) -> None:
+    deadline = time.monotonic() + timeout
+    last = ""
+    while time.monotonic() < deadline:
+        try:
+            response = httpx.get(url, headers=headers, timeout=5)
+            if response.status_code == 200:
+                return
+            last = f"{response.status_code}"
+        except httpx.HTTPError as error:
+            last = repr(error)
+        time.sleep(1)
+    raise RuntimeError(f"{url} did not answer 200 within {timeout:.0f}s (last: {last})")
+
+
+def seed_items(url: str, api_key: str, count: int) -> list[str]:
+    ids = []
+    stamp = int(time.time())
+    with httpx.Client(base_url=url, headers={"X-API-Key": api_key}, timeout=10) as client:
+        for number in range(count):
+            response = client.post("/api/items", json={"name": f"bench-{stamp}-{number}", "price": 1.5})
+            response.raise_for_status()
+            ids.append(response.json()["id"])
+    return ids
+
+
+def probe(stack: Stack, what: str, threads: int, seconds: float, ids: list[str]) -> dict:
+    output = stack.compose(
+        "exec",
+        "-T",
+        "bench-probe",
+        "python",
+        "-m",
+        "benchmarks.anchors.probe",
+        what,
+        "--threads",
+        str(threads),
+        "--seconds",
+        str(seconds),
+        "--ids",
+        ",".join(ids),
+        timeout=seconds + 120,
+    )
+    return json.loads(output.strip().splitlines()[-1])
+
+
+def run(args: argparse.Namespace) -> Path:
+    if shutil.which("wrk") is None:
+        raise RuntimeError("wrk is not installed: apt install wrk (make deps installs it)")
+    stack = Stack(args.env_file)
+    if not stack.running():
+        log("the stack is not running: scripts/up.sh")
+        up = {**os.environ, "ENV_FILE": str(stack.env_file)}
+        subprocess.run([str(REPO_ROOT / "scripts/up.sh")], check=True, env=up)
+    port = stack.env.get("HTTP_PORT", "80")
+    public = f"http://127.0.0.1:{port}"
+    nginx = add_anchors(stack)
+    results: dict[str, dict] = {}
+    try:
+        wait_answering(f"{public}/health")
+        ids = seed_items(public, stack.api_key, 5 if args.smoke else 200)
+        key = {"X-API-Key": stack.api_key}
+        with ClientNetwork("bench", args.subnet, args.clients, nginx) as clients:
+            at = clients.nginx_address
+            wait_answering(f"http://127.0.0.1:{port}/health")
+            paths = {
+                "static": (f"http://{at}:8090/static", {}),
+                "bare": (f"http://{at}:8090/bare/health", {}),
+                "health": (f"http://{at}/health", {}),
+                "cached_read": (f"http://{at}/api/items/{ids[0]}", key),
+                "uncached_read": (f"http://{at}:8090/uncached/api/items/{ids[0]}", key),
+            }
+            for name, (url, headers) in paths.items():
+                log(f"{name}: {url}")
+                results[name] = wrk(
+                    clients, url, path_name=name, seconds=args.seconds, connections=args.connections, headers=headers
+                ).as_dict()
+            log("submit")
+            results["submit"] = submit(clients, at, stack.api_key, args).as_dict()
+        concurrency = results["uncached_read"]["connections"]
+        log(f"raw find_one, {concurrency} threads")
+        results["raw_find_one"] = probe(stack, "find_one", concurrency, args.seconds, ids)
+        log(f"raw publish, {concurrency} threads")
+        results["raw_publish"] = probe(stack, "publish", concurrency, args.seconds, ids)
+    finally:
+        remove_anchors(stack, nginx)
+    return write(results, args)
+
+
+def submit(clients: ClientNetwork, at: str, api_key: str, args: argparse.Namespace) -> Throughput:
+    """POST /api/async/process (202), with the smallest task, so the broker path dominates."""
+    return wrk(
+        clients,
+        f"http://{at}/api/async/process",
+        path_name="submit",
+        seconds=args.seconds,
+        connections=1,
+        headers={"X-API-Key": api_key},
+        script=str(SUBMIT_SCRIPT),
+    )
+
+
+def write(results: dict[str, dict], args: argparse.Namespace) -> Path:
+    directory = RESULTS_DIR / datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+    directory.mkdir(parents=True, exist_ok=True)
+    ratios = []
+    for label, top, bottom, target in TARGETS:
+        value = rate(results[top]) / max(rate(results[bottom]), 1e-9)
+        ratios.append({"ratio": label, "value": round(value, 3), "target": target, "met": value >= target})
+    document = {
+        "at": datetime.now(UTC).isoformat(timespec="seconds"),
+        "machine": {"cpus": os.cpu_count(), "platform": platform.platform()},
+        "settings": {"clients": args.clients, "seconds": args.seconds, "connections_per_client": args.connections},
+        "paths": results,
+        "ratios": ratios,
+    }
+    (directory / "results.json").write_text(json.dumps(document, indent=2))
+    (directory / "report.md").write_text(markdown(document))
+    print((directory / "report.md").read_text())
+    return directory
+
+
+def rate(row: dict) -> float:
+    """Successful operations per second: wrk's 2xx/3xx answers, or a probe's operations."""
+    return row.get("ok_per_second", row["per_second"])
+
+
+def markdown(document: dict) -> str:
+    settings = document["settings"]
+    lines = [
+        f"# Benchmark {document['at']}",
+        "",
+        f"{document['machine']['cpus']} CPUs; {settings['clients']} client addresses, "
+        f"{settings['seconds']:g} s per path. Requests per second that were answered 2xx/3xx; "
+        "latency percentiles per wrk process, weighted by requests.",
+        "",
+        "| path | ok/s | p50 ms | p90 ms | p99 ms | non-2xx | errors | note |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | --- |",
+    ]
+    for name, row in document["paths"].items():
+        note = "at the per-address ceiling" if row.get("limited") else ""
+        if "threads" in row:
+            note = f"inside the stack, {row['threads']} threads"
+        lines.append(
+            f"| {name} | {rate(row):,.0f} | {row['p50_ms']} | {row['p90_ms']} | {row['p99_ms']} | "
+            f"{row.get('non_2xx', 0)} | {row.get('socket_errors', 0)} | {note} |"
+        )
+    lines += ["", "| ratio | value | target | met |", "| --- | ---: | ---: | --- |"]
+    for ratio in document["ratios"]:
+        met = "yes" if ratio["met"] else "no"
+        lines.append(f"| {ratio['ratio']} | {ratio['value']:.2f} | {ratio['target']:.2f} | {met} |")
+    return "\n".join(lines) + "\n"
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--env-file", type=Path, default=REPO_ROOT / ".env")
+    parser.add_argument("--clients", type=int, default=64, help="client addresses (network namespaces)")
+    parser.add_argument("--connections", type=int, default=2, help="kept-alive connections per address")
+    parser.add_argument("--seconds", type=float, default=10, help="per path")
+    parser.add_argument("--subnet", default="172.28.240", help="a free /24 for the client addresses")
+    parser.add_argument("--smoke", action="store_true", help="a few seconds in all: does it run, does it report")
+    args = parser.parse_args()
+    if args.smoke:
+        args.clients, args.seconds = min(args.clients, 2), 1
+    try:
+        directory = run(args)
+    except RuntimeError as error:
+        print(f"bench: {error}", file=sys.stderr)
+        return 1
+    log(f"results in {directory}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,110 @@
+"""Raw throughput with wrk, one wrk process per client address (wrk cannot choose its source
+address, so each runs in its own network namespace: benchmarks/clients.py).
+
+Each address is held to nginx's per-address limit (100 requests/s, burst 100) like any
+client, so a run's ceiling is about 100 × the number of addresses: the result says when a path
+reached it (`limited`), and counts the 429s apart from real errors.
+"""
+
+from __future__ import annotations
+
+import re
+import subprocess
+from dataclasses import asdict, dataclass
+
+from benchmarks.clients import ClientNetwork
+
+UNITS = {"us": 1e-3, "ms": 1.0, "s": 1e3}
+PER_ADDRESS_LIMIT = 100  # nginx/nginx.conf: limit_req_zone ... rate=100r/s
+
+
+@dataclass
+class Throughput:
+    path: str
+    per_second: float  # answered requests per second, all addresses together
+    ok_per_second: float  # of them 2xx or 3xx
+    requests: int
+    non_2xx: int
+    socket_errors: int
+    p50_ms: float
+    p90_ms: float
+    p99_ms: float
+    clients: int
+    connections: int
+    limited: bool  # near the per-address ceiling: the path may be faster than measured
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+def _ms(value: str) -> float:
+    number, unit = re.fullmatch(r"([\d.]+)(us|ms|s)", value).groups()
+    return float(number) * UNITS[unit]
+
+
+def parse(output: str) -> dict:
+    """The figures of one wrk --latency run."""
+    requests, seconds = re.search(r"(\d+) requests in ([\d.]+)(m?s)", output).group(1, 2)
+    unit = re.search(r"\d+ requests in [\d.]+(m?s)", output).group(1)
+    duration = float(seconds) * (60 if unit == "m" else 1)
+    percentiles = {int(p): _ms(v) for p, v in re.findall(r"^\s+(50|90|99)%\s+(\S+)", output, re.M)}
+    non_2xx = int(m.group(1)) if (m := re.search(r"Non-2xx or 3xx responses: (\d+)", output)) else 0
+    errors = sum(int(n) for n in re.findall(r"(?:connect|read|write|timeout) (\d+)", output))
+    return {
+        "requests": int(requests),
+        "seconds": duration,
+        "non_2xx": non_2xx,
+        "socket_errors": errors,
+        **{f"p{p}": v for p, v in percentiles.items()},
+    }
+
+
+def wrk(
+    clients: ClientNetwork,
+    url: str,
+    *,
+    path_name: str,
+    seconds: float,
+    connections: int = 2,
+    headers: dict[str, str] | None = None,
+    script: str | None = None,
+) -> Throughput:
+    """`connections` kept-alive connections from every client address, for `seconds`;
+    `script` a wrk Lua script (for a POST)."""
+    header_args = [arg for name, value in (headers or {}).items() for arg in ("-H", f"{name}: {value}")]
+    script_args = ["-s", script] if script else []
+    argv = ["wrk", "-t1", f"-c{connections}", f"-d{seconds:g}s", "--timeout", "5s", "--latency", *script_args]
+    argv += [*header_args, url]
+    processes = [
+        subprocess.Popen(clients.command(index, argv), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        for index in range(clients.count)
+    ]
+    runs = []
+    for process in processes:
+        output, _ = process.communicate(timeout=seconds + 60)
+        if process.returncode != 0:
+            raise RuntimeError(f"wrk failed: {output[-500:]}")
+        runs.append(parse(output))
+    total = sum(run["requests"] for run in runs)
+    non_2xx = sum(run["non_2xx"] for run in runs)
+    duration = max(run["seconds"] for run in runs)
+
+    def weighted(key: str) -> float:
+        # wrk reports percentiles per process; weight each by its requests (an approximation).
+        return sum(run[key] * run["requests"] for run in runs) / max(total, 1)
+
+    ok_rate = (total - non_2xx) / duration
+    return Throughput(
+        path=path_name,
+        per_second=round(total / duration, 1),
+        ok_per_second=round(ok_rate, 1),
+        requests=total,
+        non_2xx=non_2xx,
+        socket_errors=sum(run["socket_errors"] for run in runs),
+        p50_ms=round(weighted("p50"), 2),
+        p90_ms=round(weighted("p90"), 2),
+        p99_ms=round(weighted("p99"), 2),
+        clients=clients.count,
+        connections=clients.count * connections,
+        limited=ok_rate >= 0.9 * PER_ADDRESS_LIMIT * clients.count,
+    )

@@ -1,0 +1,41 @@
+"""`make bench` in smoke mode against the e2e stack: a second or so per path, two client
+addresses. It proves the benchmark runs and reports every path and ratio; the figures
+themselves come from `make bench`."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+from devstack.servers import REPO_ROOT
+
+PATHS = {"static", "bare", "health", "cached_read", "uncached_read", "submit", "raw_find_one", "raw_publish"}
+
+
+def test_the_benchmark_runs_and_reports_every_path(compose_stack):
+    result = subprocess.run(
+        [sys.executable, "-m", "benchmarks.bench", "--smoke", "--env-file", str(compose_stack.env_file)],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    directory = Path(result.stderr.strip().splitlines()[-1].split("results in ", 1)[1])
+    document = json.loads((directory / "results.json").read_text())
+    assert set(document["paths"]) == PATHS
+    for name, row in document["paths"].items():
+        assert row["per_second"] > 0, (name, row)
+    assert len(document["ratios"]) == 5 and all(r["value"] > 0 for r in document["ratios"])
+    report = (directory / "report.md").read_text()
+    assert "| cached_read |" in report and "| ratio | value | target | met |" in report
+    # Everything it added is gone: the anchors, the nginx server, the client network.
+    left = subprocess.run(
+        ["docker", "ps", "-aq", "--filter", "label=com.docker.compose.project=e2e", "--filter", "name=bench-"],
+        capture_output=True,
+        text=True,
+    )
+    assert not left.stdout.strip(), left.stdout
+    assert subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout.count("bench-c") == 0
