@@ -1,13 +1,15 @@
 """`make bench`: the request path through nginx, from many client addresses, beside its
 anchors measured in the same run, with the ratios the targets are set in.
 
-    python -m benchmarks.bench [--env-file .env] [--clients 64] [--seconds 10] [--smoke]
+    python -m benchmarks.bench [--env-file .env] [--clients 120] [--seconds 10] [--smoke]
 
 Uses the compose stack of the env file (brings it up with scripts/up.sh when it is not
 running), adds the anchors (benchmarks/compose.bench.yml, benchmarks/nginx-bench.conf),
-drives every path with wrk from `--clients` network namespaces (benchmarks/clients.py), and
-writes results.json and report.md to benchmarks/results/<UTC time>/. Everything it added is
-removed at the end. Needs root (network namespaces) and wrk.
+drives every path with wrk from `--clients` network namespaces (benchmarks/clients.py), then
+the users' mix with locust at each of `--users` (benchmarks/users.py), on the stack and on the
+seed's "before" (benchmarks/anchors/before_app.py). Writes results.json, report.md and two
+plots to benchmarks/results/<UTC time>/. Everything it added is removed at the end. Needs
+root (network namespaces), wrk and locust.
 
 Absolute figures on a shared 2-CPU machine move by ±30 % between runs: read the ratios.
 """
@@ -29,11 +31,14 @@ import httpx
 
 from benchmarks.clients import ClientNetwork
 from benchmarks.load import Throughput, wrk
+from benchmarks.plots import latency_against_users, throughput_per_path
+from benchmarks.users import run_users
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 RESULTS_DIR = REPO_ROOT / "benchmarks" / "results"
-BENCH_SERVICES = ("bench-bare", "bench-uncached", "bench-probe")
-SUBMIT_SCRIPT = REPO_ROOT / "benchmarks" / "submit.lua"
+BENCH_SERVICES = ("bench-bare", "bench-uncached", "bench-probe", "bench-before")
+# The smallest task: the submit path, not the work, is what is measured.
+SUBMIT_BODY = {"data": "bench", "iterations": 1}
 # compose prefers the process environment to the env file: pass only what it needs.
 PASSED = ("PATH", "HOME", "LANG", "DOCKER_HOST", "DOCKER_CONFIG")
 CLEAN_ENV = {name: os.environ[name] for name in PASSED if name in os.environ}
@@ -155,7 +160,7 @@ def probe(stack: Stack, what: str, threads: int, seconds: float, ids: list[str])
         str(seconds),
         "--ids",
         ",".join(ids),
-        timeout=seconds + 120,
+        timeout=seconds + 420,
     )
     return json.loads(output.strip().splitlines()[-1])
 
@@ -193,14 +198,17 @@ def run(args: argparse.Namespace) -> Path:
                 ).as_dict()
             log("submit")
             results["submit"] = submit(clients, at, stack.api_key, args).as_dict()
+            users = users_steps(clients, at, stack.api_key, ids, args)
         concurrency = results["uncached_read"]["connections"]
         log(f"raw find_one, {concurrency} threads")
         results["raw_find_one"] = probe(stack, "find_one", concurrency, args.seconds, ids)
         log(f"raw publish, {concurrency} threads")
         results["raw_publish"] = probe(stack, "publish", concurrency, args.seconds, ids)
+        log("end-to-end tasks, 8 threads")
+        results["tasks_end_to_end"] = probe(stack, "tasks", 8, args.seconds, ids)
     finally:
         remove_anchors(stack, nginx)
-    return write(results, args)
+    return write(results, users, args)
 
 
 def submit(clients: ClientNetwork, at: str, api_key: str, args: argparse.Namespace) -> Throughput:
@@ -212,25 +220,64 @@ def submit(clients: ClientNetwork, at: str, api_key: str, args: argparse.Namespa
         seconds=args.seconds,
         connections=1,
         headers={"X-API-Key": api_key},
-        script=str(SUBMIT_SCRIPT),
+        body=SUBMIT_BODY,
     )
 
 
-def write(results: dict[str, dict], args: argparse.Namespace) -> Path:
-    directory = RESULTS_DIR / datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+def users_steps(clients: ClientNetwork, at: str, api_key: str, ids: list[str], args: argparse.Namespace) -> dict:
+    """The users' mix at each step, on the stack and on the seed's "before"."""
+    env = {"BENCH_API_KEY": api_key, "BENCH_ITEM_IDS": ",".join(ids)}
+    systems = {"stack": (f"http://{at}", ""), "before": (f"http://{at}:8090", "/before")}
+    steps: dict[str, list[dict]] = {system: [] for system in systems}
+    for system, (host, prefix) in systems.items():
+        for users in args.users:
+            log(f"{users} users on the {system}")
+            run = run_users(
+                clients, host, users, args.user_seconds, {**env, "BENCH_PREFIX": prefix}, workers=args.user_addresses
+            )
+            steps[system].append(run)
+            log(f"  p50 {run['p50_ms']:g} ms, p99 {run['p99_ms']:g} ms, {run['failures']} failures")
+    return steps
+
+
+def write(results: dict[str, dict], users: dict[str, list[dict]], args: argparse.Namespace) -> Path:
+    directory = args.results_dir / datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
     directory.mkdir(parents=True, exist_ok=True)
     ratios = []
     for label, top, bottom, target in TARGETS:
         value = rate(results[top]) / max(rate(results[bottom]), 1e-9)
         ratios.append({"ratio": label, "value": round(value, 3), "target": target, "met": value >= target})
+    most = {system: max(runs, key=lambda run: run["users"]) for system, runs in users.items()}
+    headline = {
+        "users": most["stack"]["users"],
+        "p99_ms": most["stack"]["p99_ms"],
+        "failures": most["stack"]["failures"],
+        "met": most["stack"]["p99_ms"] < 100 and most["stack"]["failures"] == 0,
+        # How much faster the stack answers the same users than the seed's "before" did.
+        "before_p99_ms": most["before"]["p99_ms"],
+        "before_failures": most["before"]["failures"],
+        "p99_before_over_stack": round(most["before"]["p99_ms"] / max(most["stack"]["p99_ms"], 0.1), 1),
+        "rate_stack_over_before": round(most["stack"]["per_second"] / max(most["before"]["per_second"], 0.1), 2),
+    }
     document = {
         "at": datetime.now(UTC).isoformat(timespec="seconds"),
         "machine": {"cpus": os.cpu_count(), "platform": platform.platform()},
-        "settings": {"clients": args.clients, "seconds": args.seconds, "connections_per_client": args.connections},
+        "settings": {
+            "clients": args.clients,
+            "seconds": args.seconds,
+            "connections_per_client": args.connections,
+            "users": args.users,
+            "user_seconds": args.user_seconds,
+            "user_addresses": args.user_addresses,
+        },
         "paths": results,
         "ratios": ratios,
+        "users": users,
+        "headline": headline,
     }
     (directory / "results.json").write_text(json.dumps(document, indent=2))
+    latency_against_users(users, directory / "latency-users.png")
+    throughput_per_path({name: rate(row) for name, row in results.items()}, directory / "throughput.png")
     (directory / "report.md").write_text(markdown(document))
     print((directory / "report.md").read_text())
     return directory
@@ -265,20 +312,52 @@ def markdown(document: dict) -> str:
     for ratio in document["ratios"]:
         met = "yes" if ratio["met"] else "no"
         lines.append(f"| {ratio['ratio']} | {ratio['value']:.2f} | {ratio['target']:.2f} | {met} |")
+    headline = document["headline"]
+    lines += [
+        "",
+        f"## {headline['users']} users, 1 s think time (reads 70 %, creates 15 %, submits 10 %, polls 5 %)",
+        "",
+        "| system | users | req/s | p50 ms | p95 ms | p99 ms | failures |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    for system, runs in document["users"].items():
+        for run in runs:
+            lines.append(
+                f"| {system} | {run['users']} | {run['per_second']:,.0f} | {run['p50_ms']:g} | {run['p95_ms']:g} "
+                f"| {run['p99_ms']:g} | {run['failures']} |"
+            )
+    met = "met" if headline["met"] else "not met"
+    lines += [
+        "",
+        f"Target p99 < 100 ms with 0 errors at {headline['users']} users: {met} "
+        f"(p99 {headline['p99_ms']:g} ms, {headline['failures']} failures). The seed's before at the same "
+        f"users: p99 {headline['before_p99_ms']:g} ms, {headline['before_failures']} failures; "
+        f"its p99 is {headline['p99_before_over_stack']:g}× the stack's, and the stack answers "
+        f"{headline['rate_stack_over_before']:g}× its requests per second.",
+        "",
+        "![latency against users](latency-users.png)",
+        "![throughput per path](throughput.png)",
+    ]
     return "\n".join(lines) + "\n"
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--env-file", type=Path, default=REPO_ROOT / ".env")
-    parser.add_argument("--clients", type=int, default=64, help="client addresses (network namespaces)")
+    parser.add_argument("--clients", type=int, default=120, help="client addresses for wrk (network namespaces)")
     parser.add_argument("--connections", type=int, default=2, help="kept-alive connections per address")
     parser.add_argument("--seconds", type=float, default=10, help="per path")
+    parser.add_argument(
+        "--users", type=lambda text: [int(n) for n in text.split(",")], default=[100, 250, 500, 1000], help="steps"
+    )
+    parser.add_argument("--user-seconds", type=float, default=30, help="per step, once every user runs")
+    parser.add_argument("--user-addresses", type=int, default=16, help="client addresses for the users (locust)")
     parser.add_argument("--subnet", default="172.28.240", help="a free /24 for the client addresses")
+    parser.add_argument("--results-dir", type=Path, default=RESULTS_DIR, help="where the run's directory goes")
     parser.add_argument("--smoke", action="store_true", help="a few seconds in all: does it run, does it report")
     args = parser.parse_args()
     if args.smoke:
-        args.clients, args.seconds = min(args.clients, 2), 1
+        args.clients, args.seconds, args.users, args.user_seconds, args.user_addresses = 2, 1, [4], 2, 2
     try:
         directory = run(args)
     except RuntimeError as error:

@@ -37,6 +37,11 @@ class ClientNetwork:
     def bridge(self) -> str:
         return f"{self.name}-lg"[:15]
 
+    @property
+    def gateway(self) -> str:
+        """This machine's address on the client network (a load tool's coordinator listens here)."""
+        return f"{self.prefix}.1"
+
     def address(self, index: int) -> str:
         return f"{self.prefix}.{128 + index}"
 
@@ -53,7 +58,7 @@ class ClientNetwork:
             "--ip-range",
             f"{self.prefix}.0/25",
             "--gateway",
-            f"{self.prefix}.1",
+            self.gateway,
             "-o",
             f"com.docker.network.bridge.name={self.bridge}",
             self.bridge,

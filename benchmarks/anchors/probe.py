@@ -3,6 +3,7 @@ settings): MongoDB find_one and Celery publish without the API in between.
 
     python -m benchmarks.anchors.probe find_one --threads 32 --seconds 10 --ids ID,ID,...
     python -m benchmarks.anchors.probe publish --threads 32 --seconds 10
+    python -m benchmarks.anchors.probe tasks --threads 8 --seconds 10
 
 Prints one JSON object: operations per second and latency percentiles.
 """
@@ -74,17 +75,66 @@ def publish(threads: int, seconds: float) -> dict:
     return measure(send, threads, seconds)
 
 
+def tasks(threads: int, seconds: float) -> dict:
+    """End-to-end tasks on the stack's broker and workers: `process_data` with one iteration,
+    recorded and published as a submit does it (no HTTP), for `seconds`; then every task is
+    waited for. Its rate is tasks finished per second, its latency submitted to finished."""
+    import uuid
+
+    from app import task_store
+    from app.publishing import publish
+    from app.tasks import process_data
+
+    issued: list[str] = []
+    lock = threading.Lock()
+
+    def send(_: random.Random) -> None:
+        task_id = f"bench-{uuid.uuid4()}"
+        task_store.issue(task_id, "process", "default")
+        publish(process_data, {"data": "bench", "iterations": 1}, task_id)
+        with lock:
+            issued.append(task_id)
+
+    sent = measure(send, threads, seconds)
+    deadline = time.monotonic() + 300
+    records: list[dict] = []
+    while time.monotonic() < deadline:
+        records = [task_store.get(task_id) or {} for task_id in issued]
+        if all(record.get("finished_at") for record in records):
+            break
+        time.sleep(1)
+    done = [record for record in records if record.get("state") == "SUCCESS"]
+    if not done:
+        return {"per_second": 0.0, "operations": 0, "threads": threads, "p50_ms": 0, "p90_ms": 0, "p99_ms": 0}
+    first = min(record["submitted_at"] for record in done)
+    last = max(record["finished_at"] for record in done)
+    latencies = sorted((record["finished_at"] - record["submitted_at"]).total_seconds() for record in done)
+    quantiles = statistics.quantiles(latencies, n=100) if len(latencies) > 1 else latencies * 99
+    return {
+        "per_second": round(len(done) / max((last - first).total_seconds(), 1e-3), 1),
+        "operations": len(done),
+        "submitted": len(issued),
+        "submitted_per_second": sent["per_second"],
+        "threads": threads,
+        "p50_ms": round(quantiles[49] * 1000, 2),
+        "p90_ms": round(quantiles[89] * 1000, 2),
+        "p99_ms": round(quantiles[98] * 1000, 2),
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("what", choices=["find_one", "publish"])
+    parser.add_argument("what", choices=["find_one", "publish", "tasks"])
     parser.add_argument("--threads", type=int, default=16)
     parser.add_argument("--seconds", type=float, default=10)
     parser.add_argument("--ids", default="")
     args = parser.parse_args()
     if args.what == "find_one":
         result = find_one(args.threads, args.seconds, args.ids.split(","))
-    else:
+    elif args.what == "publish":
         result = publish(args.threads, args.seconds)
+    else:
+        result = tasks(args.threads, args.seconds)
     print(json.dumps(result))
 
 

@@ -11,12 +11,31 @@ from pathlib import Path
 
 from devstack.servers import REPO_ROOT
 
-PATHS = {"static", "bare", "health", "cached_read", "uncached_read", "submit", "raw_find_one", "raw_publish"}
+PATHS = {
+    "static",
+    "bare",
+    "health",
+    "cached_read",
+    "uncached_read",
+    "submit",
+    "raw_find_one",
+    "raw_publish",
+    "tasks_end_to_end",
+}
 
 
-def test_the_benchmark_runs_and_reports_every_path(compose_stack):
+def test_the_benchmark_runs_and_reports_every_path(compose_stack, tmp_path):
     result = subprocess.run(
-        [sys.executable, "-m", "benchmarks.bench", "--smoke", "--env-file", str(compose_stack.env_file)],
+        [
+            sys.executable,
+            "-m",
+            "benchmarks.bench",
+            "--smoke",
+            "--env-file",
+            str(compose_stack.env_file),
+            "--results-dir",
+            str(tmp_path),
+        ],
         cwd=REPO_ROOT,
         capture_output=True,
         text=True,
@@ -29,8 +48,16 @@ def test_the_benchmark_runs_and_reports_every_path(compose_stack):
     for name, row in document["paths"].items():
         assert row["per_second"] > 0, (name, row)
     assert len(document["ratios"]) == 5 and all(r["value"] > 0 for r in document["ratios"])
+    # The users' mix ran on the stack and on the seed's "before", and requests were answered.
+    for system in ("stack", "before"):
+        (run,) = document["users"][system]
+        assert run["requests"] > 0 and run["by_kind"], (system, run)
+    assert document["headline"]["users"] == run["users"]
     report = (directory / "report.md").read_text()
     assert "| cached_read |" in report and "| ratio | value | target | met |" in report
+    assert "| stack |" in report and "| before |" in report
+    for plot in ("latency-users.png", "throughput.png"):
+        assert (directory / plot).read_bytes().startswith(b"\x89PNG"), plot
     # Everything it added is gone: the anchors, the nginx server, the client network.
     left = subprocess.run(
         ["docker", "ps", "-aq", "--filter", "label=com.docker.compose.project=e2e", "--filter", "name=bench-"],
