@@ -1,9 +1,11 @@
 """Read-through cache for single items in Redis.
 
-Entries live `CACHE_TTL_SECONDS` and are deleted after every write to their item. Redis is
-an optimisation here, never a dependency: every failure falls back to MongoDB, and after
-one failure the cache is skipped for `CACHE_RETRY_AFTER_SECONDS` so that an unreachable
-Redis does not add its timeout to every request.
+An entry is the item's response body, JSON as the API sends it: a hit goes out as it is, with
+no decoding, validation or encoding, and without a thread (redis.asyncio). Entries live
+`CACHE_TTL_SECONDS` and are deleted after every write to their item (by the sync routes,
+with the sync client). Redis is an optimisation here, never a dependency: every failure falls
+back to MongoDB, and after one failure the cache is skipped for `CACHE_RETRY_AFTER_SECONDS`
+so that an unreachable Redis does not add its timeout to every request.
 
 Staleness bound: if Redis is unreachable while an item is written, its entry cannot be
 deleted and may be served for at most one TTL after Redis comes back.
@@ -11,14 +13,14 @@ deleted and may be served for at most one TTL after Redis comes back.
 
 from __future__ import annotations
 
-import json
 import logging
+import os
 import threading
 import time
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Awaitable, Callable
 
 import redis
+import redis.asyncio
 from tenacity import Retrying, retry_if_exception_type, stop_after_attempt, wait_fixed
 
 from app import metrics
@@ -26,15 +28,28 @@ from app.core.config import get_settings
 
 log = logging.getLogger(__name__)
 
-KEY_PREFIX = "cache:item:"
+# v2: the response body (v1 entries held the document, and are left to expire).
+KEY_PREFIX = "cache:item:v2:"
 
 _lock = threading.Lock()
 _client: redis.Redis | None = None
+_async_client: redis.asyncio.Redis | None = None
+_async_client_pid: int | None = None
 _skip_until = 0.0
 
 
 def item_key(item_id: str) -> str:
     return KEY_PREFIX + item_id
+
+
+def _client_options() -> dict:
+    settings = get_settings()
+    return {
+        "socket_connect_timeout": settings.cache_timeout_seconds,
+        "socket_timeout": settings.cache_timeout_seconds,
+        "health_check_interval": 30,
+        "max_connections": 200,
+    }
 
 
 def get_client() -> redis.Redis:
@@ -43,15 +58,17 @@ def get_client() -> redis.Redis:
     if _client is None:
         with _lock:
             if _client is None:
-                settings = get_settings()
-                _client = redis.Redis.from_url(
-                    settings.redis_url,
-                    socket_connect_timeout=settings.cache_timeout_seconds,
-                    socket_timeout=settings.cache_timeout_seconds,
-                    health_check_interval=30,
-                    max_connections=200,
-                )
+                _client = redis.Redis.from_url(get_settings().redis_url, **_client_options())
     return _client
+
+
+def get_async_client() -> redis.asyncio.Redis:
+    """The process's asyncio client, made on first use, in the event loop that uses it."""
+    global _async_client, _async_client_pid
+    if _async_client is None or _async_client_pid != os.getpid():
+        _async_client = redis.asyncio.Redis.from_url(get_settings().redis_url, **_client_options())
+        _async_client_pid = os.getpid()
+    return _async_client
 
 
 def _available() -> bool:
@@ -65,27 +82,28 @@ def _failed(operation: str, exc: Exception) -> None:
     log.warning("cache %s failed, serving from MongoDB", operation, extra={"error": str(exc)})
 
 
-def get_or_load(item_id: str, load: Callable[[], dict[str, Any] | None]) -> tuple[dict[str, Any] | None, str]:
-    """Return (document, cache status) where status is HIT, MISS or BYPASS."""
+async def read_through(item_id: str, load: Callable[[], Awaitable[bytes | None]]) -> tuple[bytes | None, str]:
+    """Return (response body, cache status) where status is HIT, MISS or BYPASS."""
     if not _available():
-        return load(), "BYPASS"
+        return await load(), "BYPASS"
     key = item_key(item_id)
+    client = get_async_client()
     try:
-        cached = get_client().get(key)
+        cached = await client.get(key)
     except redis.RedisError as exc:
         _failed("read", exc)
-        return load(), "BYPASS"
+        return await load(), "BYPASS"
     if cached is not None:
         metrics.CACHE_REQUESTS.labels(result="hit").inc()
-        return json.loads(cached), "HIT"
+        return cached, "HIT"
     metrics.CACHE_REQUESTS.labels(result="miss").inc()
-    document = load()
-    if document is not None:
+    body = await load()
+    if body is not None:
         try:
-            get_client().set(key, json.dumps(document), ex=get_settings().cache_ttl_seconds)
+            await client.set(key, body, ex=get_settings().cache_ttl_seconds)
         except redis.RedisError as exc:
             _failed("fill", exc)
-    return document, "MISS"
+    return body, "MISS"
 
 
 def invalidate(item_id: str) -> None:

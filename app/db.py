@@ -2,6 +2,8 @@
 
 pymongo clients must not cross a fork, and both gunicorn and Celery's prefork pool fork
 after import; the client is therefore created lazily and re-created when the pid changes.
+The API's hottest read (one item) also has PyMongo's async client, so it waits for MongoDB
+on the event loop instead of holding a thread of the pool.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ import os
 import threading
 
 import pymongo
+from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.collection import Collection
 from pymongo.database import Database
 
@@ -27,6 +30,8 @@ IDEMPOTENCY_KEYS = "idempotency_keys"
 _lock = threading.Lock()
 _client: pymongo.MongoClient | None = None
 _client_pid: int | None = None
+_async_client: pymongo.AsyncMongoClient | None = None
+_async_client_pid: int | None = None
 _indexes_ready = False
 
 # Set by the Celery worker at start-up: workers allow longer operations than the API.
@@ -38,6 +43,21 @@ def set_role(role: str) -> None:
     _role = role
 
 
+def _client_options(kind: str) -> dict:
+    settings = get_settings()
+    timeout_ms = settings.mongo_timeout_ms if _role == "api" else settings.mongo_worker_timeout_ms
+    return {
+        "minPoolSize": settings.mongo_min_pool_size,
+        "maxPoolSize": settings.mongo_max_pool_size,
+        # timeoutMS bounds every operation end to end (server selection included).
+        "timeoutMS": timeout_ms,
+        "connectTimeoutMS": min(timeout_ms, 2000),
+        "appname": f"{settings.app_name}-{_role}{kind}",
+        "tz_aware": True,
+        "retryWrites": True,
+    }
+
+
 def get_client() -> pymongo.MongoClient:
     global _client, _client_pid, _indexes_ready
     pid = os.getpid()
@@ -45,22 +65,24 @@ def get_client() -> pymongo.MongoClient:
         return _client
     with _lock:
         if _client is None or _client_pid != pid:
-            settings = get_settings()
-            timeout_ms = settings.mongo_timeout_ms if _role == "api" else settings.mongo_worker_timeout_ms
-            _client = pymongo.MongoClient(
-                settings.mongo_url,
-                minPoolSize=settings.mongo_min_pool_size,
-                maxPoolSize=settings.mongo_max_pool_size,
-                # timeoutMS bounds every operation end to end (server selection included).
-                timeoutMS=timeout_ms,
-                connectTimeoutMS=min(timeout_ms, 2000),
-                appname=f"{settings.app_name}-{_role}",
-                tz_aware=True,
-                retryWrites=True,
-            )
+            _client = pymongo.MongoClient(get_settings().mongo_url, **_client_options(""))
             _client_pid = pid
             _indexes_ready = False
     return _client
+
+
+def get_async_client() -> pymongo.AsyncMongoClient:
+    """The process's async client; made on first use, in the event loop that uses it."""
+    global _async_client, _async_client_pid
+    if _async_client is None or _async_client_pid != os.getpid():
+        _async_client = pymongo.AsyncMongoClient(get_settings().mongo_url, **_client_options("-async"))
+        _async_client_pid = os.getpid()
+    return _async_client
+
+
+def async_collection(name: str) -> AsyncCollection:
+    """For reads only: the indexes come from the sync client (ensure_indexes)."""
+    return get_async_client()[get_settings().mongo_db][name]
 
 
 def close_client() -> None:
@@ -70,6 +92,14 @@ def close_client() -> None:
             _client.close()
         _client = None
         _client_pid = None
+
+
+async def close_async_client() -> None:
+    global _async_client, _async_client_pid
+    if _async_client is not None and _async_client_pid == os.getpid():
+        await _async_client.close()
+    _async_client = None
+    _async_client_pid = None
 
 
 def get_db() -> Database:

@@ -62,8 +62,9 @@ def create(fields: dict[str, Any], item_id: str) -> dict[str, Any]:
     return to_public(document)
 
 
-def get(item_id: str) -> dict[str, Any] | None:
-    document = db.collection(db.ITEMS).find_one({"_id": ObjectId(item_id)})
+async def read(item_id: str) -> dict[str, Any] | None:
+    """One item, read on the event loop (PyMongo's async client): the API's hottest read."""
+    document = await db.async_collection(db.ITEMS).find_one({"_id": ObjectId(item_id)})
     return to_public(document) if document else None
 
 

@@ -27,6 +27,7 @@ async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         log.warning("mongodb not reachable at start-up", extra={"error": str(exc)[:300]})
     yield
     db.close_client()
+    await db.close_async_client()
 
 
 def create_app() -> FastAPI:
