@@ -41,7 +41,7 @@ def create_app() -> FastAPI:
     )
     publishing.bound_broker_io()
     errors.install(app)
-    app.add_middleware(RequestContextMiddleware, max_body_bytes=settings.max_body_bytes)
+    app.add_middleware(RequestContextMiddleware, max_body_bytes=settings.max_body_bytes, access_log=settings.access_log)
     for module in (health, items, tasks, metrics):
         app.include_router(module.router)
     return app

@@ -1,5 +1,6 @@
 """One pure-ASGI middleware for what every request needs: a request id, the replica's name, a
-body-size limit, metrics, a JSON access log line, and a JSON 500 for anything unhandled.
+body-size limit, metrics, a JSON access log line (every request, or only the failed and slow
+ones: ACCESS_LOG), and a JSON 500 for anything unhandled.
 Pure ASGI keeps streaming responses unbuffered.
 
 The body limit is ours rather than FastAPI's `max_body_size` because that one answers an
@@ -29,6 +30,8 @@ REQUEST_ID_HEADER = b"x-request-id"
 # Names the replica that answered (its hostname: the container id under Docker), so load
 # balancing can be seen and a misbehaving replica found.
 SERVED_BY = (b"x-served-by", socket.gethostname().encode())
+# With ACCESS_LOG=errors, a request this slow is logged even when it succeeded.
+SLOW_REQUEST_SECONDS = 1.0
 # An incoming id is kept only if it is short and plain, so it is safe in logs and headers.
 _VALID_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:\-]{1,128}$")
 
@@ -41,9 +44,10 @@ class BodyTooLarge(HTTPException):
 
 
 class RequestContextMiddleware:
-    def __init__(self, app: ASGIApp, max_body_bytes: int) -> None:
+    def __init__(self, app: ASGIApp, max_body_bytes: int, access_log: str) -> None:
         self.app = app
         self.max_body_bytes = max_body_bytes
+        self.access_log = access_log
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -102,19 +106,25 @@ class RequestContextMiddleware:
             method = scope["method"]
             metrics.HTTP_REQUESTS.labels(route=template, method=method, status=str(status)).inc()
             metrics.HTTP_LATENCY.labels(route=template, method=method).observe(elapsed)
-            access_log.info(
-                "request",
-                extra={
-                    "method": method,
-                    "path": scope["path"],
-                    "route": template,
-                    "status": status,
-                    "duration_ms": round(elapsed * 1000, 2),
-                    "client": (scope.get("client") or ("-",))[0],
-                    "user_agent": headers.get(b"user-agent", b"").decode("latin-1"),
-                },
-            )
+            if self._logged(status, elapsed):
+                access_log.info(
+                    "request",
+                    extra={
+                        "method": method,
+                        "path": scope["path"],
+                        "route": template,
+                        "status": status,
+                        "duration_ms": round(elapsed * 1000, 2),
+                        "client": (scope.get("client") or ("-",))[0],
+                        "user_agent": headers.get(b"user-agent", b"").decode("latin-1"),
+                    },
+                )
             request_id_var.reset(token)
+
+    def _logged(self, status: int, elapsed: float) -> bool:
+        if self.access_log == "errors":
+            return status >= 400 or elapsed >= SLOW_REQUEST_SECONDS
+        return self.access_log == "all"
 
     @staticmethod
     async def _reject(error: HTTPException, send: Send) -> None:

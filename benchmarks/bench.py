@@ -30,14 +30,14 @@ from pathlib import Path
 import httpx
 
 from benchmarks.clients import ClientNetwork
-from benchmarks.load import Throughput, wrk
+from benchmarks.cpu import CpuProfile
+from benchmarks.load import wrk
 from benchmarks.plots import latency_against_users, throughput_per_path
 from benchmarks.users import run_users
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 RESULTS_DIR = REPO_ROOT / "benchmarks" / "results"
 BENCH_SERVICES = ("bench-bare", "bench-uncached", "bench-probe", "bench-before")
-# The smallest task: the submit path, not the work, is what is measured.
 SUBMIT_BODY = {"data": "bench", "iterations": 1}
 # compose prefers the process environment to the env file: pass only what it needs.
 PASSED = ("PATH", "HOME", "LANG", "DOCKER_HOST", "DOCKER_CONFIG")
@@ -119,19 +119,23 @@ def remove_anchors(stack: Stack, nginx: str) -> None:
     stack.compose("rm", "-sf", *BENCH_SERVICES)
 
 
-def wait_answering(url: str, timeout: float = 120, headers: dict | None = None) -> None:
+def wait_answering(url: str, timeout: float = 120, headers: dict | None = None, body: dict | None = None) -> None:
+    """Until `url` answers 2xx (a POST of `body` if given)."""
     deadline = time.monotonic() + timeout
     last = ""
     while time.monotonic() < deadline:
         try:
-            response = httpx.get(url, headers=headers, timeout=5)
-            if response.status_code == 200:
+            if body is None:
+                response = httpx.get(url, headers=headers, timeout=5)
+            else:
+                response = httpx.post(url, headers=headers, json=body, timeout=5)
+            if response.is_success:
                 return
             last = f"{response.status_code}"
         except httpx.HTTPError as error:
             last = repr(error)
         time.sleep(1)
-    raise RuntimeError(f"{url} did not answer 200 within {timeout:.0f}s (last: {last})")
+    raise RuntimeError(f"{url} did not answer 2xx within {timeout:.0f}s (last: {last})")
 
 
 def seed_items(url: str, api_key: str, count: int) -> list[str]:
@@ -183,59 +187,75 @@ def run(args: argparse.Namespace) -> Path:
         key = {"X-API-Key": stack.api_key}
         with ClientNetwork("bench", args.subnet, args.clients, nginx) as clients:
             at = clients.nginx_address
-            wait_answering(f"http://127.0.0.1:{port}/health")
             paths = {
-                "static": (f"http://{at}:8090/static", {}),
-                "bare": (f"http://{at}:8090/bare/health", {}),
-                "health": (f"http://{at}/health", {}),
-                "cached_read": (f"http://{at}/api/items/{ids[0]}", key),
-                "uncached_read": (f"http://{at}:8090/uncached/api/items/{ids[0]}", key),
+                "static": (f"http://{at}:8090/static", {}, None),
+                "bare": (f"http://{at}:8090/bare/health", {}, None),
+                "health": (f"http://{at}/health", {}, None),
+                "cached_read": (f"http://{at}/api/items/{ids[0]}", key, None),
+                "uncached_read": (f"http://{at}:8090/uncached/api/items/{ids[0]}", key, None),
+                # The smallest task: the submit path, not the work, is what is measured.
+                "submit": (f"http://{at}/api/async/process", key, SUBMIT_BODY),
             }
-            for name, (url, headers) in paths.items():
+            for name, (url, headers, body) in paths.items():
                 log(f"{name}: {url}")
-                results[name] = wrk(
-                    clients, url, path_name=name, seconds=args.seconds, connections=args.connections, headers=headers
-                ).as_dict()
-            log("submit")
-            results["submit"] = submit(clients, at, stack.api_key, args).as_dict()
-            users = users_steps(clients, at, stack.api_key, ids, args)
+                wait_answering(url, headers=headers, body=body)  # an anchor just started answers first
+                quiet(stack)
+                with CpuProfile(stack.project) as profile:
+                    row = wrk(
+                        clients,
+                        url,
+                        path_name=name,
+                        seconds=args.seconds,
+                        connections=args.connections,
+                        headers=headers,
+                        body=body,
+                    ).as_dict()
+                results[name] = {**row, "cpu": profile.result}
+            users = users_steps(stack, clients, at, ids, args)
         concurrency = results["uncached_read"]["connections"]
-        log(f"raw find_one, {concurrency} threads")
-        results["raw_find_one"] = probe(stack, "find_one", concurrency, args.seconds, ids)
-        log(f"raw publish, {concurrency} threads")
-        results["raw_publish"] = probe(stack, "publish", concurrency, args.seconds, ids)
-        log("end-to-end tasks, 8 threads")
-        results["tasks_end_to_end"] = probe(stack, "tasks", 8, args.seconds, ids)
+        for name, what, threads in (
+            ("raw_find_one", "find_one", concurrency),
+            ("raw_publish", "publish", concurrency),
+            ("tasks_end_to_end", "tasks", 8),
+        ):
+            log(f"{name}, {threads} threads")
+            quiet(stack)
+            with CpuProfile(stack.project) as profile:
+                row = probe(stack, what, threads, args.seconds, ids)
+            results[name] = {**row, "cpu": profile.result}
     finally:
         remove_anchors(stack, nginx)
     return write(results, users, args)
 
 
-def submit(clients: ClientNetwork, at: str, api_key: str, args: argparse.Namespace) -> Throughput:
-    """POST /api/async/process (202), with the smallest task, so the broker path dominates."""
-    return wrk(
-        clients,
-        f"http://{at}/api/async/process",
-        path_name="submit",
-        seconds=args.seconds,
-        connections=1,
-        headers={"X-API-Key": api_key},
-        body=SUBMIT_BODY,
-    )
+def quiet(stack: Stack, timeout: float = 600) -> None:
+    """Waits until the workers have no task left from an earlier measurement, so that one
+    measurement's backlog does not take the next one's CPU."""
+    deadline = time.monotonic() + timeout
+    listing = ["exec", "-T", "rabbitmq", "rabbitmqctl", "-q", "list_queues", "-p", "app", "name", "messages"]
+    while time.monotonic() < deadline:
+        rows = [line.split() for line in stack.compose(*listing, timeout=60).splitlines()[1:]]
+        waiting = sum(int(row[1]) for row in rows if len(row) == 2 and row[1].isdigit())
+        if waiting == 0:
+            return
+        time.sleep(2)
+    raise RuntimeError(f"the queues still held {waiting} messages after {timeout:.0f}s")
 
 
-def users_steps(clients: ClientNetwork, at: str, api_key: str, ids: list[str], args: argparse.Namespace) -> dict:
+def users_steps(stack: Stack, clients: ClientNetwork, at: str, ids: list[str], args: argparse.Namespace) -> dict:
     """The users' mix at each step, on the stack and on the seed's "before"."""
-    env = {"BENCH_API_KEY": api_key, "BENCH_ITEM_IDS": ",".join(ids)}
+    env = {"BENCH_API_KEY": stack.api_key, "BENCH_ITEM_IDS": ",".join(ids)}
     systems = {"stack": (f"http://{at}", ""), "before": (f"http://{at}:8090", "/before")}
     steps: dict[str, list[dict]] = {system: [] for system in systems}
     for system, (host, prefix) in systems.items():
         for users in args.users:
             log(f"{users} users on the {system}")
-            run = run_users(
-                clients, host, users, args.user_seconds, {**env, "BENCH_PREFIX": prefix}, workers=args.user_addresses
-            )
-            steps[system].append(run)
+            quiet(stack)
+            with CpuProfile(stack.project) as profile:
+                run = run_users(
+                    clients, host, users, args.user_seconds, {**env, "BENCH_PREFIX": prefix}, args.user_addresses
+                )
+            steps[system].append({**run, "cpu": profile.result})
             log(f"  p50 {run['p50_ms']:g} ms, p99 {run['p99_ms']:g} ms, {run['failures']} failures")
     return steps
 
@@ -335,10 +355,38 @@ def markdown(document: dict) -> str:
         f"its p99 is {headline['p99_before_over_stack']:g}× the stack's, and the stack answers "
         f"{headline['rate_stack_over_before']:g}× its requests per second.",
         "",
+        "## Where the CPU went (the profile: why a path runs at the rate it does)",
+        "",
+        "Machine: share of both CPUs busy during the measurement. Then each part's share of the "
+        "busy CPU: compose services, the load tools (wrk, locust) and the rest (dockerd, the "
+        "kernel's network path).",
+        "",
+        "| measurement | machine busy | biggest parts of the busy CPU |",
+        "| --- | ---: | --- |",
+        *cpu_rows(document),
+        "",
         "![latency against users](latency-users.png)",
         "![throughput per path](throughput.png)",
     ]
     return "\n".join(lines) + "\n"
+
+
+def cpu_rows(document: dict) -> list[str]:
+    measurements = [(name, row) for name, row in document["paths"].items()]
+    measurements += [
+        (f"{run['users']} users, {system}", run) for system, runs in document["users"].items() for run in runs
+    ]
+    rows = []
+    for name, row in measurements:
+        cpu = row.get("cpu")
+        if not cpu:
+            continue
+        parts = {**cpu["services"], "load tools": cpu["load_tools"], "rest": cpu["rest"]}
+        busy = max(sum(parts.values()), 1e-9)
+        biggest = sorted(parts.items(), key=lambda pair: -pair[1])[:5]
+        shares = ", ".join(f"{part} {100 * used / busy:.0f} %" for part, used in biggest)
+        rows.append(f"| {name} | {100 * cpu['machine_busy']:.0f} % | {shares} |")
+    return rows
 
 
 def main() -> int:

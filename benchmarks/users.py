@@ -36,11 +36,13 @@ def run_users(
     workers = min(workers or clients.count, clients.count, users)
     with tempfile.TemporaryDirectory(prefix="bench-locust-") as scratch:
         prefix = Path(scratch) / "stats"
-        common = ["-f", str(LOCUSTFILE), "--loglevel", "WARNING"]
+        common = ["-f", str(LOCUSTFILE)]
         master = subprocess.Popen(
             [
                 *LOCUST,
                 *common,
+                "--loglevel",
+                "INFO",  # says when a worker missed its heartbeats
                 "--master",
                 "--master-bind-host",
                 clients.gateway,
@@ -76,7 +78,17 @@ def run_users(
             subprocess.Popen(
                 clients.command(
                     index,
-                    [*LOCUST, *common, "--worker", "--master-host", clients.gateway, "--master-port", str(MASTER_PORT)],
+                    [
+                        *LOCUST,
+                        *common,
+                        "--loglevel",
+                        "WARNING",
+                        "--worker",
+                        "--master-host",
+                        clients.gateway,
+                        "--master-port",
+                        str(MASTER_PORT),
+                    ],
                 ),
                 env={**os.environ, **env},
                 stdout=subprocess.DEVNULL,
@@ -99,7 +111,10 @@ def run_users(
         stats = prefix.with_name("stats_stats.csv")
         if not stats.exists():
             raise RuntimeError(f"locust wrote no statistics (exit {master.returncode}): {output[-1500:]}")
-        return summarize(stats, users, workers)
+        # A worker starved of CPU misses heartbeats; the master then hands its users to the
+        # others, whose addresses may go over nginx's per-address limit (429s).
+        lost = output.count("setting state to missing")
+        return {**summarize(stats, users, workers), "workers_missed_heartbeats": lost}
 
 
 def summarize(stats: Path, users: int, workers: int) -> dict:

@@ -19,7 +19,7 @@ async def failing_app(scope, receive, send) -> None:
 @pytest.mark.anyio
 async def test_an_unhandled_error_is_a_500_with_the_request_id(capsys):
     configure_logging("INFO")  # the app's JSON lines, written to the (captured) stderr
-    app = RequestContextMiddleware(failing_app, max_body_bytes=1024)
+    app = RequestContextMiddleware(failing_app, max_body_bytes=1024, access_log="errors")
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://test") as client:
         response = await client.get("/anything", headers={"X-Request-ID": "trace-500"})
     assert response.status_code == 500

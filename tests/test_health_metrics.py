@@ -34,18 +34,21 @@ def test_every_response_carries_a_request_id_and_the_replica(api, stack):
     # An unsafe id is replaced rather than echoed into logs and headers.
     assert api.get("/health", headers={"X-Request-ID": "a b\tc"}).headers["x-request-id"] != "a b\tc"
     assert api.get("/nowhere", headers={"X-Request-ID": "trace-404"}).headers["x-request-id"] == "trace-404"
-    api.get("/api/items", headers={"X-Request-ID": "trace-logged"})
+    # ACCESS_LOG=errors (the default): a failed request gets an access line, a 200 does not.
+    api.get("/api/items", headers={"X-Request-ID": "trace-quiet"})
+    api.get("/api/items/0123456789abcdef01234567", headers={"X-Request-ID": "trace-logged"})
 
-    # The access line is written once the response has been sent, so the client can see the
-    # response a moment before the line reaches the log.
-    def access_line() -> dict | None:
+    def access_line(request_id: str) -> dict | None:
         for line in stack.api.log_path.read_text().splitlines():
-            if '"request_id": "trace-logged"' in line:
+            if f'"request_id": "{request_id}"' in line:
                 return json.loads(line)
         return None
 
-    logged = wait_for(access_line, timeout=5, what="access log line for trace-logged")
-    assert logged["route"] == "/api/items" and logged["status"] == 200
+    # The access line is written once the response has been sent, so the client can see the
+    # response a moment before the line reaches the log.
+    logged = wait_for(lambda: access_line("trace-logged"), timeout=5, what="access log line for trace-logged")
+    assert logged["route"] == "/api/items/{item_id}" and logged["status"] == 404
+    assert access_line("trace-quiet") is None
 
 
 def sample(text: str, name: str, **labels: str) -> float:

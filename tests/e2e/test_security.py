@@ -127,15 +127,19 @@ def api_log_line(compose_stack, request_id: str) -> dict:
 def test_the_client_address_cannot_be_forged(compose_stack):
     # Through nginx: a client's own X-Forwarded-For is replaced by the address it came from.
     with compose_stack.client() as client:
-        client.get("/health", headers={"X-Forwarded-For": "6.6.6.6", "X-Request-ID": "forged-through-nginx"})
+        # A path that is not found: only failed requests get an access line (ACCESS_LOG=errors).
+        client.get("/nowhere", headers={"X-Forwarded-For": "6.6.6.6", "X-Request-ID": "forged-through-nginx"})
     assert api_log_line(compose_stack, "forged-through-nginx")["client"] not in ("6.6.6.6", "")
     # Around nginx, from the backend network: the API trusts X-Forwarded-For from nginx's network only.
     worker = compose_stack.containers("worker")[0]
     probe = (
-        "import urllib.request\n"
-        "request = urllib.request.Request('http://api:8000/health', "
+        "import urllib.error, urllib.request\n"
+        "request = urllib.request.Request('http://api:8000/nowhere', "
         "headers={'X-Forwarded-For': '6.6.6.6', 'X-Request-ID': 'forged-around-nginx'})\n"
-        "urllib.request.urlopen(request, timeout=5).read()\n"
+        "try:\n"
+        "    urllib.request.urlopen(request, timeout=5)\n"
+        "except urllib.error.HTTPError as error:\n"
+        "    assert error.code == 404, error\n"
     )
     subprocess.run(["docker", "exec", worker, "python", "-c", probe], check=True, capture_output=True, timeout=60)
     assert api_log_line(compose_stack, "forged-around-nginx")["client"] == container_ip(worker)
