@@ -20,7 +20,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from benchmarks.clients import ClientNetwork
+from benchmarks.clients import NICE, ClientNetwork
 
 LOCUSTFILE = Path(__file__).resolve().parent / "locustfile.py"
 LOCUST = [sys.executable, "-m", "locust"]
@@ -39,6 +39,7 @@ def run_users(
         common = ["-f", str(LOCUSTFILE)]
         master = subprocess.Popen(
             [
+                *NICE,
                 *LOCUST,
                 *common,
                 "--loglevel",
