@@ -23,17 +23,23 @@ from bson import ObjectId
 
 def measure(operation: Callable[[random.Random], None], threads: int, seconds: float) -> dict:
     latencies: list[float] = []
+    errors: list[str] = []
     lock = threading.Lock()
     deadline = time.perf_counter() + seconds
 
     def run() -> None:
-        rng, local = random.Random(), []
+        rng, local, failed = random.Random(), [], []
         while time.perf_counter() < deadline:
             started = time.perf_counter()
-            operation(rng)
+            try:
+                operation(rng)
+            except Exception as error:  # noqa: BLE001 - counted and reported, like wrk's errors
+                failed.append(f"{type(error).__name__}: {str(error)[:200]}")
+                continue
             local.append(time.perf_counter() - started)
         with lock:
             latencies.extend(local)
+            errors.extend(failed)
 
     workers = [threading.Thread(target=run) for _ in range(threads)]
     started = time.perf_counter()
@@ -46,6 +52,8 @@ def measure(operation: Callable[[random.Random], None], threads: int, seconds: f
     return {
         "per_second": round(len(latencies) / elapsed, 1),
         "operations": len(latencies),
+        "errors": len(errors),
+        "first_error": errors[0] if errors else None,
         "threads": threads,
         "p50_ms": round(quantiles[49] * 1000, 2),
         "p90_ms": round(quantiles[89] * 1000, 2),

@@ -48,6 +48,9 @@ def test_the_benchmark_runs_and_reports_every_path(compose_stack, tmp_path):
     for name, row in document["paths"].items():
         assert row["per_second"] > 0, (name, row)
     assert len(document["ratios"]) == 5 and all(r["value"] > 0 for r in document["ratios"])
+    # Each measurement says where the CPU went: the stack's API replicas served /health.
+    assert all(row["cpu"]["machine_busy"] > 0 for row in document["paths"].values())
+    assert document["paths"]["health"]["cpu"]["services"]["api"] > 0
     # The users' mix ran on the stack and on the seed's "before", and requests were answered.
     for system in ("stack", "before"):
         (run,) = document["users"][system]
@@ -55,7 +58,7 @@ def test_the_benchmark_runs_and_reports_every_path(compose_stack, tmp_path):
     assert document["headline"]["users"] == run["users"]
     report = (directory / "report.md").read_text()
     assert "| cached_read |" in report and "| ratio | value | target | met |" in report
-    assert "| stack |" in report and "| before |" in report
+    assert "| stack |" in report and "| before |" in report and "## Where the CPU went" in report
     for plot in ("latency-users.png", "throughput.png"):
         assert (directory / plot).read_bytes().startswith(b"\x89PNG"), plot
     # Everything it added is gone: the anchors, the nginx server, the client network.
