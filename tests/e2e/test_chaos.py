@@ -146,6 +146,8 @@ def test_a_fault_under_load_loses_nothing(compose_stack, seeded, fault):
             item for item in load.created.values() if polite_get(api, f"/api/items/{item['id']}").json() != item
         ]
         states = final_states(api, list(load.submitted.values()))
+        # A task that did not succeed, as its status says it (with its error), for the message.
+        unsuccessful = {t: polite_get(api, f"/api/tasks/{t}").json() for t, s in states.items() if s != "SUCCESS"}
         made = polite_get(api, "/api/items", params={"name_prefix": load.prefix, "limit": 1}).json()["total"]
     tally = load.tally({fault.dependency} if fault.dependency else set())
     succeeded = sum(1 for state in states.values() if state == "SUCCESS")
@@ -160,7 +162,7 @@ def test_a_fault_under_load_loses_nothing(compose_stack, seeded, fault):
 
     assert not tally["unexpected"], (tally["unexpected"][:5], unhandled_errors(compose_stack))
     assert not unreadable, unreadable[:3]
-    assert succeeded == len(states), {t: s for t, s in states.items() if s != "SUCCESS"}
+    assert succeeded == len(states), unsuccessful
     assert len(load.created) > 10 and len(states) > 3, (len(load.created), len(states))
     # Each key got its item back (a retry that found the name taken would be a 409), and made
     # no other: exactly one item per key.
