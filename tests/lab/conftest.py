@@ -93,7 +93,9 @@ class Lab:
             env=env,
         )
         output = result.stdout + result.stderr
-        (self.dir / f"{name}-{int(started)}.log").write_text(output)
+        # By file name: a playbook given by its full path (tests/lab/playbooks/) would put the
+        # log beside it, in the repository, instead of in the lab's directory.
+        (self.dir / f"{Path(name).name}-{int(started)}.log").write_text(output)
         recap = {
             host: {"ok": int(ok), "changed": int(changed), "unreachable": int(unreachable), "failed": int(failed)}
             for host, ok, changed, unreachable, failed in RECAP.findall(output)
