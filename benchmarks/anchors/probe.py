@@ -48,17 +48,23 @@ def measure(operation: Callable[[random.Random], None], threads: int, seconds: f
     for worker in workers:
         worker.join()
     elapsed = time.perf_counter() - started
-    quantiles = statistics.quantiles(latencies, n=100) if len(latencies) > 1 else [0.0] * 99
     return {
         "per_second": round(len(latencies) / elapsed, 1),
         "operations": len(latencies),
         "errors": len(errors),
         "first_error": errors[0] if errors else None,
         "threads": threads,
-        "p50_ms": round(quantiles[49] * 1000, 2),
-        "p90_ms": round(quantiles[89] * 1000, 2),
-        "p99_ms": round(quantiles[98] * 1000, 2),
+        **percentiles(latencies),
     }
+
+
+def percentiles(latencies: list[float]) -> dict[str, float]:
+    """p50, p90 and p99 in milliseconds of latencies in seconds (zeros when there are none)."""
+    if len(latencies) > 1:
+        quantiles = statistics.quantiles(latencies, n=100)
+    else:
+        quantiles = (latencies or [0.0]) * 99
+    return {f"p{p}_ms": round(quantiles[p - 1] * 1000, 2) for p in (50, 90, 99)}
 
 
 def find_one(threads: int, seconds: float, ids: list[str]) -> dict:
@@ -113,20 +119,17 @@ def tasks(threads: int, seconds: float) -> dict:
         time.sleep(1)
     done = [record for record in records if record.get("state") == "SUCCESS"]
     if not done:
-        return {"per_second": 0.0, "operations": 0, "threads": threads, "p50_ms": 0, "p90_ms": 0, "p99_ms": 0}
+        return {"per_second": 0.0, "operations": 0, "threads": threads, **percentiles([])}
     first = min(record["submitted_at"] for record in done)
     last = max(record["finished_at"] for record in done)
-    latencies = sorted((record["finished_at"] - record["submitted_at"]).total_seconds() for record in done)
-    quantiles = statistics.quantiles(latencies, n=100) if len(latencies) > 1 else latencies * 99
+    latencies = [(record["finished_at"] - record["submitted_at"]).total_seconds() for record in done]
     return {
         "per_second": round(len(done) / max((last - first).total_seconds(), 1e-3), 1),
         "operations": len(done),
         "submitted": len(issued),
         "submitted_per_second": sent["per_second"],
         "threads": threads,
-        "p50_ms": round(quantiles[49] * 1000, 2),
-        "p90_ms": round(quantiles[89] * 1000, 2),
-        "p99_ms": round(quantiles[98] * 1000, 2),
+        **percentiles(latencies),
     }
 
 
