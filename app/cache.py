@@ -21,6 +21,9 @@ from collections.abc import Awaitable, Callable
 
 import redis
 import redis.asyncio
+import redis.asyncio.retry
+import redis.retry
+from redis.backoff import NoBackoff
 from tenacity import Retrying, retry_if_exception_type, stop_after_attempt, wait_fixed
 
 from app import metrics
@@ -42,13 +45,17 @@ def item_key(item_id: str) -> str:
     return KEY_PREFIX + item_id
 
 
-def _client_options() -> dict:
+def _client_options(retry: type[redis.retry.Retry] | type[redis.asyncio.retry.Retry]) -> dict:
     settings = get_settings()
     return {
         "socket_connect_timeout": settings.cache_timeout_seconds,
         "socket_timeout": settings.cache_timeout_seconds,
         "health_check_interval": 30,
         "max_connections": 200,
+        # A pooled connection that Redis closed (a restart) is replaced at once, on the same
+        # command. `from_url` leaves connections without redis-py's default retry, and a
+        # timeout is not retried: it has already spent the cache's budget.
+        "retry": retry(NoBackoff(), 1, supported_errors=(redis.ConnectionError,)),
     }
 
 
@@ -58,7 +65,7 @@ def get_client() -> redis.Redis:
     if _client is None:
         with _lock:
             if _client is None:
-                _client = redis.Redis.from_url(get_settings().redis_url, **_client_options())
+                _client = redis.Redis.from_url(get_settings().redis_url, **_client_options(redis.retry.Retry))
     return _client
 
 
@@ -66,7 +73,9 @@ def get_async_client() -> redis.asyncio.Redis:
     """The process's asyncio client, made on first use, in the event loop that uses it."""
     global _async_client, _async_client_pid
     if _async_client is None or _async_client_pid != os.getpid():
-        _async_client = redis.asyncio.Redis.from_url(get_settings().redis_url, **_client_options())
+        _async_client = redis.asyncio.Redis.from_url(
+            get_settings().redis_url, **_client_options(redis.asyncio.retry.Retry)
+        )
         _async_client_pid = os.getpid()
     return _async_client
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import time
 from concurrent.futures import ThreadPoolExecutor
 
+import httpx
 import pytest
 from helpers import wait_for, wait_for_task
 
@@ -92,6 +93,28 @@ def test_redis_down_reads_fall_back_to_mongodb(api, stack, unique):
     wait_for(cached_again, timeout=10, what="cache in use again")
     task_id = api.post("/api/async/process", json={"data": "x", "iterations": 1}).json()["task_id"]
     assert wait_for_task(api, task_id)["state"] == "SUCCESS"
+
+
+def test_a_redis_restart_between_requests_costs_no_cache_read(api, stack, unique):
+    """Every worker's pooled connections die with a restart; the next read reconnects on the
+    spot instead of failing over to MongoDB and logging a cache error."""
+    item = api.post("/api/items", json={"name": unique(), "price": 5.0}).json()
+
+    def read(_: int) -> str:
+        # A new connection per request, so the kernel spreads them over the workers.
+        url = f"{stack.api.url}/api/items/{item['id']}"
+        return httpx.get(url, headers={"X-API-Key": stack.api_key}, timeout=10).headers["x-cache"]
+
+    def spread_reads() -> set[str]:
+        with ThreadPoolExecutor(8) as pool:
+            return set(pool.map(read, range(40)))
+
+    assert spread_reads() <= {"HIT", "MISS"}
+    stack.redis.stop()
+    stack.redis.start()
+    logged = stack.api.log_path.stat().st_size
+    assert spread_reads() <= {"HIT", "MISS"}
+    assert b"cache read failed" not in stack.api.log_path.read_bytes()[logged:]
 
 
 def test_beat_rides_out_a_redis_outage_longer_than_its_lock(api, stack):
