@@ -162,3 +162,5 @@ def _worker_role(**_: object) -> None:
 celery_app = create_celery()
 # Workers also consume the dead-letter queue, to record what arrives there (app/dead_letters.py).
 celery_app.steps["consumer"].add("app.dead_letters:DeadLetterRecorder")
+# Their liveness file for the container health check (app/worker_heartbeat.py).
+celery_app.steps["consumer"].add("app.worker_heartbeat:Heartbeat")

@@ -7,25 +7,24 @@ HEALTHCHECK fits the API, a worker and beat. Exit 0 healthy, 1 not.
 from __future__ import annotations
 
 import os
-import socket
 import sys
-import urllib.request
 
 
 def api() -> bool:
+    import urllib.request  # here, not at the top: each role's check imports only what it needs
+
     port = os.environ.get("BIND", "0.0.0.0:8000").rsplit(":", 1)[1]
     with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=3) as response:  # noqa: S310
         return response.status == 200
 
 
 def worker() -> bool:
-    from app.celery_app import celery_app
+    # A worker node on this host (celery@<host>, or a named one like heavy@<host>) is consuming:
+    # its consumer touched its file lately (app/worker_heartbeat.py). Nothing is sent to the broker.
+    from app.core.config import get_settings
+    from app.worker_heartbeat import fresh_nodes
 
-    # Any worker node on this host (celery@<host>, or a named one like heavy@<host>) answers.
-    suffix = "@" + socket.gethostname()
-    with celery_app.connection_for_write() as connection:
-        replies = celery_app.control.ping(timeout=2, connection=connection)
-    return any(node.endswith(suffix) for reply in replies for node in reply)
+    return bool(fresh_nodes(get_settings().worker_heartbeat_dir))
 
 
 def beat() -> bool:

@@ -66,6 +66,7 @@ class Stack:
             "CELERY_RESULT_BACKEND": self.redis.url(1),
             "CELERY_BROKER_URL": self.rabbitmq.url(),
             "API_KEYS": self.api_key,
+            "WORKER_HEARTBEAT_DIR": str(self.root / "heartbeat"),
             **self.settings,
         }
 

@@ -1,7 +1,10 @@
-"""Polling helpers for tests: every wait is bounded in time."""
+"""Polling helpers for tests (every wait is bounded in time), and the container health check."""
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import time
 from collections.abc import Callable
 from typing import Any
@@ -29,3 +32,11 @@ def wait_for_task(api: httpx.Client, task_id: str, timeout: float = 60) -> dict[
         return body if body["state"] in ("SUCCESS", "FAILURE", "REVOKED") else None
 
     return wait_for(final, timeout=timeout, interval=0.2, what=f"task {task_id} finished")
+
+
+def healthcheck(stack: Any, role: str, bind: str | None = None) -> subprocess.CompletedProcess:
+    """`python -m app.healthcheck ROLE`, as a container runs it, against the test stack."""
+    from devstack.servers import REPO_ROOT
+
+    env = {**os.environ, **stack.env, "BIND": bind or f"127.0.0.1:{stack.api.port}", "PYTHONPATH": str(REPO_ROOT)}
+    return subprocess.run([sys.executable, "-m", "app.healthcheck", role], env=env, capture_output=True, timeout=30)

@@ -8,7 +8,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import httpx
 import pytest
-from helpers import wait_for, wait_for_task
+from helpers import healthcheck, wait_for, wait_for_task
 
 
 def timed(call):
@@ -139,8 +139,11 @@ def test_beat_rides_out_a_redis_outage_longer_than_its_lock(api, stack):
 
 
 def test_broker_down_refuses_submits_then_recovers(api, stack):
+    assert healthcheck(stack, "worker").returncode == 0
     stack.rabbitmq.stop()
     try:
+        # The workers' consumers lost the broker: their liveness files are gone.
+        wait_for(lambda: healthcheck(stack, "worker").returncode == 1, timeout=20, what="workers unhealthy")
         submit, took = timed(lambda: api.post("/api/async/process", json={"data": "x", "iterations": 1}))
         assert submit.status_code == 503, submit.text
         assert submit.json()["dependency"] == "rabbitmq"
@@ -151,6 +154,7 @@ def test_broker_down_refuses_submits_then_recovers(api, stack):
     finally:
         stack.rabbitmq.start()
     wait_for(lambda: api.get("/health/ready").status_code == 200, timeout=30, what="ready again")
+    wait_for(lambda: healthcheck(stack, "worker").returncode == 0, timeout=60, interval=1, what="workers healthy again")
 
     def accepted():
         response = api.post("/api/async/process", json={"data": "x", "iterations": 1})

@@ -3,18 +3,13 @@
 from __future__ import annotations
 
 import json
-import os
 import re
 import socket
-import subprocess
-import sys
 from concurrent.futures import ThreadPoolExecutor
 
 import httpx
 import pytest
-from helpers import wait_for
-
-from devstack.servers import REPO_ROOT
+from helpers import healthcheck, wait_for
 
 
 def test_liveness_is_cheap_and_readiness_checks_every_dependency(api):
@@ -92,12 +87,10 @@ def test_metrics_add_up_across_gunicorn_workers(stack, api):
 
 @pytest.mark.parametrize("role", ["api", "worker", "beat"])
 def test_container_healthcheck_for_each_role(stack, role):
-    env = {**os.environ, **stack.env, "BIND": f"127.0.0.1:{stack.api.port}", "PYTHONPATH": str(REPO_ROOT)}
-    result = subprocess.run([sys.executable, "-m", "app.healthcheck", role], env=env, capture_output=True, timeout=30)
+    result = healthcheck(stack, role)
     assert result.returncode == 0, result.stderr.decode()
 
 
 def test_container_healthcheck_fails_when_the_api_is_not_there(stack):
-    env = {**os.environ, **stack.env, "BIND": "127.0.0.1:1", "PYTHONPATH": str(REPO_ROOT)}
-    result = subprocess.run([sys.executable, "-m", "app.healthcheck", "api"], env=env, capture_output=True, timeout=30)
+    result = healthcheck(stack, "api", bind="127.0.0.1:1")
     assert result.returncode == 1 and b"api unhealthy" in result.stderr

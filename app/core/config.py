@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import functools
 import warnings
+from pathlib import Path
 from typing import Annotated, Literal
 from urllib.parse import urlsplit
 
@@ -108,6 +109,9 @@ class Settings(BaseSettings):
     # Full jitter (Celery's): each delay is random between 0 and the backoff, which spreads
     # retries out; off, each delay is exactly the backoff.
     task_retry_jitter: bool = True
+    # Where a worker's consumer keeps its liveness file for the container health check
+    # (app/worker_heartbeat.py); on the container's tmpfs, one directory per host.
+    worker_heartbeat_dir: Path = Path("/tmp/celery-heartbeat")  # noqa: S108 - private tmpfs
     task_soft_time_limit_seconds: int = Field(300, ge=1)
     task_time_limit_seconds: int = Field(330, ge=1)
     # CPU work per iteration of the data-processing task (PBKDF2 rounds).
