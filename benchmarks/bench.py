@@ -339,9 +339,12 @@ def markdown(document: dict) -> str:
         "| --- | ---: | ---: | ---: | ---: | ---: | ---: | --- |",
     ]
     for name, row in document["paths"].items():
-        note = "at the per-address ceiling" if row.get("limited") else ""
+        notes = ["at the per-address ceiling"] if row.get("limited") else []
         if "threads" in row:
-            note = f"inside the stack, {row['threads']} threads"
+            notes.append(f"inside the stack, {row['threads']} threads")
+        if row.get("statuses"):
+            notes.append("non-2xx: " + ", ".join(f"{count} × {code}" for code, count in row["statuses"].items()))
+        note = "; ".join(notes)
         lines.append(
             f"| {name} | {rate(row):,.0f} | {row['p50_ms']} | {row['p90_ms']} | {row['p99_ms']} | "
             f"{row.get('non_2xx', 0)} | {row.get('socket_errors', row.get('errors', 0))} | {note} |"
@@ -376,12 +379,14 @@ def markdown(document: dict) -> str:
         "",
         "## Where the CPU went (the profile: why a path runs at the rate it does)",
         "",
-        "Machine: share of both CPUs busy during the measurement. Then each part's share of the "
-        "busy CPU: compose services, the load tools (wrk, locust) and the rest (dockerd, the "
-        "kernel's network path).",
+        "Machine: share of both CPUs busy during the measurement. CPU per answer: the busy CPU "
+        "(every part) divided by the answers, in ms; a machine that only served this path could "
+        f"answer at most {document['machine']['cpus']} × 1000 ÷ that per second. Then each part's "
+        "share of the busy CPU: compose services, the load tools (wrk, locust) and the rest "
+        "(dockerd, the kernel's network path).",
         "",
-        "| measurement | machine busy | biggest parts of the busy CPU |",
-        "| --- | ---: | --- |",
+        "| measurement | machine busy | CPU per answer | biggest parts of the busy CPU |",
+        "| --- | ---: | ---: | --- |",
         *cpu_rows(document),
         "",
         "![latency against users](latency-users.png)",
@@ -405,7 +410,9 @@ def cpu_rows(document: dict) -> list[str]:
         busy = max(sum(parts.values()), 1e-9)
         biggest = sorted(parts.items(), key=lambda pair: -pair[1])[:5]
         shares = ", ".join(f"{part} {100 * used / busy:.0f} %" for part, used in biggest)
-        rows.append(f"| {name} | {100 * cpu['machine_busy']:.0f} % | {shares} |")
+        answered = row.get("ok_per_second", row.get("per_second")) or 0
+        per_answer = f"{1000 * busy / cpu['seconds'] / answered:.2f} ms" if answered else "-"
+        rows.append(f"| {name} | {100 * cpu['machine_busy']:.0f} % | {per_answer} | {shares} |")
     return rows
 
 

@@ -30,6 +30,7 @@ class Throughput:
     ok_per_second: float  # of them 2xx or 3xx
     requests: int
     non_2xx: int
+    statuses: dict[str, int]  # the non-2xx answers by status, to tell shed load from failures
     socket_errors: int
     p50_ms: float
     p90_ms: float
@@ -55,10 +56,12 @@ def parse(output: str) -> dict:
     percentiles = {int(p): _ms(v) for p, v in re.findall(r"^\s+(50|90|99)%\s+(\S+)", output, re.M)}
     non_2xx = int(m.group(1)) if (m := re.search(r"Non-2xx or 3xx responses: (\d+)", output)) else 0
     errors = sum(int(n) for n in re.findall(r"(?:connect|read|write|timeout) (\d+)", output))
+    statuses = {code: int(n) for code, n in re.findall(r"^status (\d+) (\d+)$", output, re.M) if code[0] not in "23"}
     return {
         "requests": int(requests),
         "seconds": duration,
         "non_2xx": non_2xx,
+        "statuses": statuses,
         "socket_errors": errors,
         **{f"p{p}": v for p, v in percentiles.items()},
     }
@@ -101,12 +104,17 @@ def wrk(
         return sum(run[key] * run["requests"] for run in runs) / max(total, 1)
 
     ok_rate = (total - non_2xx) / duration
+    statuses: dict[str, int] = {}
+    for run in runs:
+        for code, count in run["statuses"].items():
+            statuses[code] = statuses.get(code, 0) + count
     return Throughput(
         path=path_name,
         per_second=round(total / duration, 1),
         ok_per_second=round(ok_rate, 1),
         requests=total,
         non_2xx=non_2xx,
+        statuses=dict(sorted(statuses.items())),
         socket_errors=sum(run["socket_errors"] for run in runs),
         p50_ms=round(weighted("p50"), 2),
         p90_ms=round(weighted("p90"), 2),
@@ -117,10 +125,25 @@ def wrk(
     )
 
 
+# Each answer's status is counted in wrk's thread and printed at the end ("status 503 12").
+COUNT_STATUSES = """\
+local threads = {}
+function setup(thread) table.insert(threads, thread) end
+function init(args) statuses = {} end
+function response(status, headers, body) statuses[status] = (statuses[status] or 0) + 1 end
+function done(summary, latency, requests)
+  for _, thread in ipairs(threads) do
+    for status, count in pairs(thread:get("statuses")) do io.write(string.format("status %d %d\\n", status, count)) end
+  end
+end
+"""
+
+
 def lua(connections: int, body: dict | None) -> str:
-    """wrk's script: the pause between a connection's requests, and the POST if any."""
+    """wrk's script: the pause between a connection's requests, the POST if any, and the count
+    of answers by status."""
     pause_ms = connections * 1000 / (PACE * PER_ADDRESS_LIMIT)
-    lines = [f"function delay() return {pause_ms:.1f} end"]
+    lines = [COUNT_STATUSES, f"function delay() return {pause_ms:.1f} end"]
     if body is not None:
         lines += [
             'wrk.method = "POST"',

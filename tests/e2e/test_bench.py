@@ -47,6 +47,8 @@ def test_the_benchmark_runs_and_reports_every_path(compose_stack, tmp_path):
     assert set(document["paths"]) == PATHS
     for name, row in document["paths"].items():
         assert row["per_second"] > 0, (name, row)
+        if "statuses" in row:  # a wrk path: its non-2xx answers, by status
+            assert sum(row["statuses"].values()) == row["non_2xx"], (name, row)
     assert len(document["ratios"]) == 5 and all(r["value"] > 0 for r in document["ratios"])
     # Each measurement says where the CPU went: the stack's API replicas served /health.
     assert all(row["cpu"]["machine_busy"] > 0 for row in document["paths"].values())
@@ -59,6 +61,7 @@ def test_the_benchmark_runs_and_reports_every_path(compose_stack, tmp_path):
     report = (directory / "report.md").read_text()
     assert "| cached_read |" in report and "| ratio | value | target | met |" in report
     assert "| stack |" in report and "| before |" in report and "## Where the CPU went" in report
+    assert "| CPU per answer |" in report
     for plot in ("latency-users.png", "throughput.png"):
         assert (directory / plot).read_bytes().startswith(b"\x89PNG"), plot
     # Everything it added is gone: the anchors, the nginx server, the client network.
