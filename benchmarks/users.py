@@ -133,9 +133,16 @@ def summarize(stats: Path, users: int, workers: int) -> dict:
         }
 
     total = rows.pop("Aggregated")
+    # Why requests failed, most frequent first: "read: HTTPError('503 ...')".
+    failed = stats.with_name("stats_failures.csv")
+    reasons = [
+        (f"{row['Name']}: {row['Error']}", int(row["Occurrences"]))
+        for row in (csv.DictReader(failed.open()) if failed.exists() else [])
+    ]
     return {
         "users": users,
         "client_addresses": workers,
         **figures(total),
         "by_kind": {name: figures(row) for name, row in rows.items()},
+        "failure_reasons": dict(sorted(reasons, key=lambda pair: -pair[1])[:5]),
     }
