@@ -377,6 +377,7 @@ def markdown(document: dict) -> str:
         f"its p99 is {headline['p99_before_over_stack']:g}× the stack's, and the stack answers "
         f"{headline['rate_stack_over_before']:g}× its requests per second.",
         "",
+        *failure_lines(document),
         "## Where the CPU went (the profile: why a path runs at the rate it does)",
         "",
         "Machine: share of both CPUs busy during the measurement. CPU per answer: the busy CPU "
@@ -393,6 +394,18 @@ def markdown(document: dict) -> str:
         "![throughput per path](throughput.png)",
     ]
     return "\n".join(lines) + "\n"
+
+
+def failure_lines(document: dict) -> list[str]:
+    """Why the users' requests failed, per step that had failures."""
+    lines = [
+        f"- {run['users']} users, {system}: "
+        + ", ".join(f"{count} × {reason}" for reason, count in run.get("failure_reasons", {}).items())
+        for system, runs in document["users"].items()
+        for run in runs
+        if run["failures"]
+    ]
+    return ["Why requests failed:", "", *lines, ""] if lines else []
 
 
 def cpu_rows(document: dict) -> list[str]:
