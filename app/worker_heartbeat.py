@@ -24,11 +24,13 @@ STALE_AFTER_SECONDS = 4 * INTERVAL_SECONDS
 def fresh_nodes(directory: Path, now: float | None = None) -> list[str]:
     """The worker nodes on this host whose consumer touched its file lately."""
     now = time.time() if now is None else now
-    try:
-        files = list(directory.iterdir())
-    except FileNotFoundError:
-        return []
-    return [path.name for path in files if now - path.stat().st_mtime < STALE_AFTER_SECONDS]
+    fresh = []
+    with contextlib.suppress(FileNotFoundError):  # no worker yet, or one removing its file now
+        for path in directory.iterdir():
+            with contextlib.suppress(FileNotFoundError):
+                if now - path.stat().st_mtime < STALE_AFTER_SECONDS:
+                    fresh.append(path.name)
+    return fresh
 
 
 class Heartbeat(bootsteps.StartStopStep):

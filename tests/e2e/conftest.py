@@ -69,5 +69,6 @@ def pytest_collection_modifyitems(items) -> None:
     items.sort(key=key)
     for item in items:
         if item.path.parent.name == "e2e":
+            item.add_marker(pytest.mark.e2e)
             # The first test's setup builds every image and brings the stack up.
             item.add_marker(pytest.mark.timeout(1800))

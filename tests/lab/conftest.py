@@ -197,4 +197,5 @@ def pytest_collection_modifyitems(items) -> None:
     items.sort(key=key)
     for item in items:
         if item.path.parent.name == "lab":
+            item.add_marker(pytest.mark.lab)
             item.add_marker(pytest.mark.timeout(2400))
