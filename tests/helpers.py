@@ -1,4 +1,5 @@
-"""Polling helpers for tests (every wait is bounded in time), and the container health check."""
+"""Polling helpers for tests (every wait is bounded in time), requests spread over the API's
+workers, and the container health check."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import httpx
@@ -40,3 +42,10 @@ def healthcheck(stack: Any, role: str, bind: str | None = None) -> subprocess.Co
 
     env = {**os.environ, **stack.env, "BIND": bind or f"127.0.0.1:{stack.api.port}", "PYTHONPATH": str(REPO_ROOT)}
     return subprocess.run([sys.executable, "-m", "app.healthcheck", role], env=env, capture_output=True, timeout=30)
+
+
+def spread_gets(url: str, count: int, headers: dict[str, str] | None = None) -> list[httpx.Response]:
+    """`count` GETs from 8 threads, each on a new connection, so the kernel spreads them over
+    the gunicorn workers."""
+    with ThreadPoolExecutor(8) as pool:
+        return list(pool.map(lambda _: httpx.get(url, headers=headers, timeout=10), range(count)))

@@ -6,9 +6,8 @@ from __future__ import annotations
 import time
 from concurrent.futures import ThreadPoolExecutor
 
-import httpx
 import pytest
-from helpers import healthcheck, wait_for, wait_for_task
+from helpers import healthcheck, spread_gets, wait_for, wait_for_task
 
 
 def timed(call):
@@ -100,14 +99,9 @@ def test_a_redis_restart_between_requests_costs_no_cache_read(api, stack, unique
     spot instead of failing over to MongoDB and logging a cache error."""
     item = api.post("/api/items", json={"name": unique(), "price": 5.0}).json()
 
-    def read(_: int) -> str:
-        # A new connection per request, so the kernel spreads them over the workers.
-        url = f"{stack.api.url}/api/items/{item['id']}"
-        return httpx.get(url, headers={"X-API-Key": stack.api_key}, timeout=10).headers["x-cache"]
-
     def spread_reads() -> set[str]:
-        with ThreadPoolExecutor(8) as pool:
-            return set(pool.map(read, range(40)))
+        url = f"{stack.api.url}/api/items/{item['id']}"
+        return {read.headers["x-cache"] for read in spread_gets(url, 40, {"X-API-Key": stack.api_key})}
 
     assert spread_reads() <= {"HIT", "MISS"}
     stack.redis.stop()

@@ -5,11 +5,9 @@ from __future__ import annotations
 import json
 import re
 import socket
-from concurrent.futures import ThreadPoolExecutor
 
-import httpx
 import pytest
-from helpers import healthcheck, wait_for
+from helpers import healthcheck, spread_gets, wait_for
 
 
 def test_liveness_is_cheap_and_readiness_checks_every_dependency(api):
@@ -61,12 +59,7 @@ def test_metrics_add_up_across_gunicorn_workers(stack, api):
     submitted = sample(before, "tasks_submitted_total", kind="report")
     missing = "f" * 24
 
-    def one_request(_: int) -> int:
-        # A new connection per request, so the kernel spreads them over the workers.
-        return httpx.get(f"{stack.api.url}/api/items/{missing}", timeout=10).status_code
-
-    with ThreadPoolExecutor(8) as pool:
-        assert set(pool.map(one_request, range(60))) == {404}
+    assert {response.status_code for response in spread_gets(f"{stack.api.url}/api/items/{missing}", 60)} == {404}
     api.post("/api/async/report", json={})
 
     assert api.get("/metrics").headers["content-type"].startswith("text/plain")
