@@ -15,7 +15,7 @@ import shutil
 import tempfile
 import threading
 import time
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -86,9 +86,26 @@ def pytest_runtest_teardown(item, nextitem) -> None:
     # The servers above serve the tests of this directory only. Once the last of those is done
     # they are stopped, not left to idle (a Celery beat, workers and RabbitMQ still use some CPU)
     # through the lab and the e2e tests after them. The fixture's own teardown stops nothing twice.
+    # Under xdist (make check) a worker does not know its next test in advance (nextitem is then
+    # None) and runs no lab or e2e test after these: its servers stop with the session.
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        return
     here = Path(__file__).parent
     if item.path.parent == here and (nextitem is None or nextitem.path.parent != here):
         STACK.stop()
+
+
+def pytest_collection_modifyitems(items) -> None:
+    # Schemathesis names each generated test after its API operation, but under pytest 9 all of
+    # them get the function's node id. pytest-xdist (make check) tells tests apart by node id and
+    # ran one of the twelve; with the operation as the id's parameters it runs each.
+    for item in items:
+        label = getattr(item, "operation_label", None)
+        if label and not item.nodeid.endswith("]"):
+            item._id = item._id.with_params(label)
+    shared = [nodeid for nodeid, count in Counter(item.nodeid for item in items).items() if count > 1]
+    if shared:
+        raise pytest.UsageError(f"tests share a node id, and pytest-xdist would run only one of each: {shared}")
 
 
 @pytest.fixture(scope="session")
