@@ -1,24 +1,29 @@
 # Entry points: `make up` (the whole stack under docker compose, healthy) and `make test`
-# (every test, installing what it needs). See README.md.
+# (every test, installing what it needs); `make check` is the fast loop. See README.md.
 SHELL := /bin/bash
 PYTHON ?= python3.11
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+LINT_PATHS := app devstack tests benchmarks infra ansible fleet
+# make check: test files spread over this many pytest processes, each with its own servers.
+CHECK_WORKERS ?= 2
 
-.PHONY: help deps venv test lint up down env local-images infra-venv release rollback stack-named lab-up lab-down run bench clean
+.PHONY: help deps venv test check lint up down env local-images infra-venv release rollback stack-named lab-up lab-down run bench clean
 
 help:
 	@echo "make up     - the whole stack under docker compose, healthy (installs Docker if missing);"
 	@echo "              on a running stack, the update: API replicas replaced one at a time"
 	@echo "make down   - stop it (data volumes are kept)"
 	@echo "make test   - install what is missing, then run every test against real servers"
+	@echo "make check  - lint, unit, service and infra tests (no lab, no e2e): the fast loop"
 	@echo "make env    - write .env with freshly generated secrets (never overwrites)"
 	@echo "make local-images - build every image from Debian packages (no registry needed)"
 	@echo "make run    - the API, workers, beat and their servers as local processes (no Docker)"
 	@echo "make infra-venv - the virtualenv the Pulumi program runs in (.venv-infra)"
 	@echo "make release STACK=dev - build, push and deploy this checkout to a Pulumi stack"
-	@echo "make rollback STACK=dev - deploy the stack's previous image again"
+	@echo "make rollback STACK=dev - deploy the stack's previous image again (fleet rollback)"
+	@echo "fleet VERB  - operate an environment: setup, deploy, rollback, health, logs, details, audit, lock, unlock"
 	@echo "make lab-up / lab-down - a local multi-host lab (containers acting as VMs) for Ansible"
 	@echo "make bench  - every request path through nginx beside its anchors, ratios in benchmarks/results/"
 	@echo "make lint   - ruff"
@@ -36,12 +41,17 @@ $(STAMP): requirements.txt requirements-dev.txt infra/requirements.txt pyproject
 venv: $(STAMP)
 
 test: deps venv
-	$(BIN)/ruff check app devstack tests benchmarks infra ansible fleet
+	$(BIN)/ruff check $(LINT_PATHS)
 	$(BIN)/pytest $(PYTEST_ARGS)
 
+# Everything but the lab and the compose stack (the e2e and lab markers), file by file in
+# parallel: most of these tests wait on servers rather than use the CPU.
+check: deps venv lint
+	$(BIN)/pytest -m "not lab and not e2e" -n $(CHECK_WORKERS) --dist loadfile $(PYTEST_ARGS)
+
 lint: venv
-	$(BIN)/ruff check app devstack tests benchmarks infra ansible fleet
-	$(BIN)/ruff format --check app devstack tests benchmarks infra ansible fleet
+	$(BIN)/ruff check $(LINT_PATHS)
+	$(BIN)/ruff format --check $(LINT_PATHS)
 
 up:
 	@scripts/up.sh
@@ -68,8 +78,7 @@ release: stack-named venv infra-venv
 	scripts/release.sh
 
 rollback: stack-named venv
-	ANSIBLE_CONFIG=ansible/ansible.cfg PULUMI_STACK=$(STACK) \
-		$(BIN)/ansible-playbook -i ansible/inventory/pulumi.py ansible/rollback.yml
+	PULUMI_STACK=$(STACK) $(BIN)/fleet rollback
 
 stack-named:
 	@test -n "$(STACK)" || { echo "error: name the Pulumi stack: make $(MAKECMDGOALS) STACK=dev" >&2; exit 2; }

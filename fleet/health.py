@@ -1,4 +1,5 @@
-"""fleet-health: every host of an environment checked over SSH, in seconds.
+"""The health sweep (`fleet health`, or `fleet-health`): every host of an environment checked
+over SSH, in seconds.
 
     fleet-health -i ansible/inventory/pulumi.py          (PULUMI_OUTPUTS_FILE or PULUMI_STACK)
     fleet-health -i ansible/inventory/example.yml --json
@@ -21,6 +22,7 @@ from fleet.inventory import InventoryError, Target, load
 from fleet.sweep import HostResult, Sweeper
 
 EXIT = {"healthy": 0, "degraded": 1, "down": 2}
+EPILOG = "Exit code: 0 healthy, 1 degraded (a check failed), 2 down (a host is unreachable)."
 MARK = {"ok": "ok", "warn": "WARN", "fail": "FAIL"}
 
 
@@ -152,15 +154,8 @@ async def run(targets: list[Target], args: argparse.Namespace) -> int:
         await asyncio.sleep(args.watch)
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="fleet-health",
-        description="Check every host of an environment over SSH.",
-        epilog="Exit code: 0 healthy, 1 degraded (a check failed), 2 down (a host is unreachable).",
-    )
-    parser.add_argument(
-        "-i", "--inventory", required=True, help="an Ansible inventory: ansible/inventory/pulumi.py, a static file, ..."
-    )
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The sweep's options, shared by `fleet-health` and `fleet health`."""
     parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
     parser.add_argument("--problems", action="store_true", help="in the table, only the checks that are not ok")
     parser.add_argument("--watch", type=float, metavar="N", help="sweep again every N seconds")
@@ -172,7 +167,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--backlog-warn", type=int, default=1000, metavar="N", help="queue depth reported as a backlog (default 1000)"
     )
-    args = parser.parse_args(argv)
+
+
+def check(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
+    """Sweep as `args` say; the exit code says how the fleet is."""
     if args.watch is not None and args.watch <= 0:
         parser.error("--watch needs a positive number of seconds")
     if args.count is not None and args.count <= 0:
@@ -182,17 +180,30 @@ def main(argv: list[str] | None = None) -> int:
     try:
         targets = load(args.inventory, backlog_warn=args.backlog_warn)
     except InventoryError as error:
-        print(f"fleet-health: {error}", file=sys.stderr)
+        print(f"{parser.prog}: {error}", file=sys.stderr)
         return 2
     if args.limit:
         targets = [t for t in targets if args.limit in t.tiers or t.name == args.limit]
         if not targets:
-            print(f"fleet-health: no host matches --limit {args.limit}", file=sys.stderr)
+            print(f"{parser.prog}: no host matches --limit {args.limit}", file=sys.stderr)
             return 2
     try:
         return asyncio.run(run(targets, args))
     except KeyboardInterrupt:
         return 130
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="fleet-health",
+        description="Check every host of an environment over SSH (the same as `fleet health`).",
+        epilog=EPILOG,
+    )
+    parser.add_argument(
+        "-i", "--inventory", required=True, help="an Ansible inventory: ansible/inventory/pulumi.py, a static file, ..."
+    )
+    add_arguments(parser)
+    return check(parser, parser.parse_args(argv))
 
 
 if __name__ == "__main__":

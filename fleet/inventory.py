@@ -129,6 +129,7 @@ def load(inventory: str, backlog_warn: int = 1000) -> list[Target]:
         raise InventoryError(f"inventory {inventory} has no hosts")
     first_data = (tier_hosts["data"] or [None])[0]
     first_worker = (tier_hosts["workers"] or [None])[0]
+    first_lb = (tier_hosts["lb"] or [None])[0]
     api_addresses = [hostvars[h].get("private_ip", hostvars[h].get("ansible_host")) for h in tier_hosts["api"]]
 
     targets = []
@@ -155,6 +156,8 @@ def load(inventory: str, backlog_warn: int = 1000) -> list[Target]:
                     "api_hosts": api_addresses,
                     "primary_data": name == first_data,
                     "beat": name == first_worker,
+                    "lock_host": name == first_lb,  # holds the deploy lock (roles/deploy_lock)
+                    "state_dir": variables.get("app_state_dir", "/var/lib/microservices"),
                     "replica_set": "rs0" if len(tier_hosts["data"]) >= 3 else "",
                     "vhost": variables.get("rabbitmq_vhost", "app"),
                     "backlog_warn": backlog_warn,

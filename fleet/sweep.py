@@ -87,12 +87,12 @@ def clock_check(answer: str, sent: float, received: float) -> dict[str, Any]:
     }
 
 
-class Sweeper:
-    def __init__(self, host_timeout: float = 15.0, connect_timeout: float | None = None) -> None:
-        self.host_timeout = host_timeout
-        # One deadline per host by default: a separate, shorter one for the SSH handshake made
-        # hosts of a busy machine, slow to shake hands but alive, look unreachable.
-        self.connect_timeout = min(connect_timeout or host_timeout, host_timeout)
+class Connections:
+    """SSH connections to the fleet's hosts, each through its jump host when the inventory says
+    so; one jump connection serves every host behind it. `close()` closes the jump hosts."""
+
+    def __init__(self, connect_timeout: float) -> None:
+        self.connect_timeout = connect_timeout
         self._jumps: dict[tuple, asyncio.Task] = {}
 
     def _options(self, target: Target) -> dict[str, Any]:
@@ -116,16 +116,32 @@ class Sweeper:
         except (TimeoutError, OSError, asyncssh.Error) as error:
             raise JumpError(explain(error, f"jump host {target.jump}", user or target.user)) from None
 
-    async def _connect(self, target: Target) -> asyncssh.SSHClientConnection:
+    async def connect(self, target: Target) -> asyncssh.SSHClientConnection:
         tunnel = await self._jump(target) if target.jump else None
         return await asyncssh.connect(
             target.address, port=target.port, username=target.user, tunnel=tunnel, **self._options(target)
         )
 
+    def close(self) -> None:
+        for task in self._jumps.values():
+            if task.done() and not task.cancelled() and task.exception() is None:
+                task.result().close()
+            else:
+                task.cancel()
+        self._jumps.clear()
+
+
+class Sweeper:
+    def __init__(self, host_timeout: float = 15.0, connect_timeout: float | None = None) -> None:
+        self.host_timeout = host_timeout
+        # One deadline per host by default: a separate, shorter one for the SSH handshake made
+        # hosts of a busy machine, slow to shake hands but alive, look unreachable.
+        self.connections = Connections(min(connect_timeout or host_timeout, host_timeout))
+
     async def _probe(self, target: Target) -> HostResult:
         started = time.monotonic()
         try:
-            connection = await self._connect(target)
+            connection = await self.connections.connect(target)
         except JumpError as error:
             return HostResult(target, False, [failure("ssh", str(error), time.monotonic() - started)])
         connected = time.monotonic() - started
@@ -172,12 +188,7 @@ class Sweeper:
         try:
             return list(await asyncio.gather(*(self.host(t) for t in targets)))
         finally:
-            for task in self._jumps.values():
-                if task.done() and not task.cancelled() and task.exception() is None:
-                    task.result().close()
-                else:
-                    task.cancel()
-            self._jumps.clear()
+            self.connections.close()
 
 
 class JumpError(Exception):

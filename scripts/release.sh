@@ -3,7 +3,8 @@
 #   1. `pulumi up` builds the image, tags it by its content (infra/release.py: src-<hash> of
 #      Dockerfile.app and the build context), pushes it to the stack's ECR repository, and sets
 #      the stack's app_image output to its digest. An unchanged source builds and pushes nothing.
-#   2. ansible/deploy.yml rolls that digest out: API hosts one at a time, gated on health.
+#   2. `fleet deploy` (ansible/deploy.yml) rolls that digest out: API hosts one at a time, gated
+#      on health, under the deploy lock.
 # Back to the version before: `make rollback STACK=dev`.
 # PULUMI_UP_ARGS passes flags to `pulumi up` (for example --yes, with no one to confirm).
 set -euo pipefail
@@ -23,5 +24,4 @@ fi
 echo "release $(.venv-infra/bin/python -m infra.release) to stack $stack"
 # shellcheck disable=SC2086 # PULUMI_UP_ARGS is a list of flags
 pulumi up --stack "$stack" ${PULUMI_UP_ARGS:-}
-export ANSIBLE_CONFIG=ansible/ansible.cfg PULUMI_STACK=$stack
-.venv/bin/ansible-playbook -i ansible/inventory/pulumi.py ansible/deploy.yml
+PULUMI_STACK=$stack .venv/bin/fleet deploy

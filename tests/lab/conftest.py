@@ -31,6 +31,10 @@ class PlaybookRun:
     seconds: float
     recap: dict[str, dict[str, int]] = field(default_factory=dict)
 
+    def says(self, text: str) -> bool:
+        """Whether the output holds `text`, whatever line breaks Ansible put into its messages."""
+        return " ".join(text.split()) in " ".join(self.output.split())
+
 
 @dataclass
 class Lab:
@@ -67,8 +71,10 @@ class Lab:
         assert result.returncode == 0, result.stdout + result.stderr
         return result.stdout
 
-    def playbook(self, name: str, *extra: str, timeout: float = 1800) -> PlaybookRun:
-        env = {
+    @property
+    def env(self) -> dict[str, str]:
+        """The environment the playbooks and the fleet command run in, pointed at this lab."""
+        return {
             **os.environ,
             "PATH": f"{BIN}:{os.environ['PATH']}",
             "ANSIBLE_CONFIG": str(REPO_ROOT / "ansible/ansible.cfg"),
@@ -78,29 +84,37 @@ class Lab:
             # would point at hosts that are gone.
             "ANSIBLE_SSH_CONTROL_PATH_DIR": str(self.dir / "cp"),
         }
+
+    def run(self, name: str, command: list[str], timeout: float) -> PlaybookRun:
+        """A command whose output holds Ansible's recap (a playbook, or a fleet verb running one)."""
         started = time.monotonic()
-        result = subprocess.run(
-            [
-                str(BIN / "ansible-playbook"),
-                "-i",
-                str(REPO_ROOT / "ansible/inventory/pulumi.py"),
-                str(REPO_ROOT / "ansible" / name),
-                *extra,
-            ],
-            capture_output=True,
-            text=True,
-            timeout=timeout,
-            env=env,
-        )
+        result = subprocess.run(command, capture_output=True, text=True, timeout=timeout, env=self.env)
         output = result.stdout + result.stderr
-        # By file name: a playbook given by its full path (tests/lab/playbooks/) would put the
-        # log beside it, in the repository, instead of in the lab's directory.
-        (self.dir / f"{Path(name).name}-{int(started)}.log").write_text(output)
+        (self.dir / f"{name}-{int(started)}.log").write_text(output)
         recap = {
             host: {"ok": int(ok), "changed": int(changed), "unreachable": int(unreachable), "failed": int(failed)}
             for host, ok, changed, unreachable, failed in RECAP.findall(output)
         }
         return PlaybookRun(result.returncode, output, time.monotonic() - started, recap)
+
+    def playbook(self, name: str, *extra: str, timeout: float = 1800) -> PlaybookRun:
+        command = [
+            str(BIN / "ansible-playbook"),
+            "-i",
+            str(REPO_ROOT / "ansible/inventory/pulumi.py"),
+            str(REPO_ROOT / "ansible" / name),
+            *extra,
+        ]
+        # By file name: a playbook given by its full path (tests/lab/playbooks/) would put the
+        # log beside it, in the repository, instead of in the lab's directory.
+        return self.run(Path(name).name, command, timeout)
+
+    def fleet(self, *args: str, timeout: float = 1800) -> PlaybookRun:
+        """The operators' front door (`fleet VERB ...`) on this lab, through the Pulumi inventory."""
+        return self.run(f"fleet-{args[0]}", self.fleet_command(*args), timeout)
+
+    def fleet_command(self, *args: str) -> list[str]:
+        return [str(BIN / "fleet"), *args, "-i", str(REPO_ROOT / "ansible/inventory/pulumi.py")]
 
     def host(self, tier: str, index: int = 0) -> dict:
         return self.hosts(tier)[index]
@@ -186,7 +200,7 @@ def pytest_terminal_summary(terminalreporter) -> None:
 
 
 # The destructive ones last: test_data.py restarts the data node and destroys its database.
-ORDER = ["test_lint.py", "test_fleet_health.py", "test_rollout.py", "test_tls.py", "test_data.py"]
+ORDER = ["test_lint.py", "test_fleet_health.py", "test_rollout.py", "test_operate.py", "test_tls.py", "test_data.py"]
 
 
 def pytest_collection_modifyitems(items) -> None:

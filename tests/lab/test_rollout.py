@@ -64,8 +64,8 @@ def versions_by_host(lab: Lab, requests: int = 20) -> dict[str, set[str]]:
 
 
 def test_site_converges_and_a_second_run_changes_nothing(converged: Lab):
-    again = converged.playbook("site.yml")
-    TIMINGS.append(f"site.yml again, nothing to do: {again.seconds:.0f}s")
+    again = converged.fleet("setup")
+    TIMINGS.append(f"fleet setup (site.yml) again, nothing to do: {again.seconds:.0f}s")
     assert again.returncode == 0 and not failed_hosts(again), again.output[-4000:]
     changed = {host: r["changed"] for host, r in again.recap.items() if r["changed"]}
     assert not changed, f"not idempotent: {changed}"
@@ -98,12 +98,38 @@ def test_crud_and_async_across_hosts(converged: Lab):
     assert final["worker"].split("@", 1)[1] in worker_hosts  # ran on a worker host
 
 
-def test_rolling_deploy_loses_no_request(converged: Lab):
+def deploy_lock(lab: Lab) -> dict | None:
+    details = subprocess.run(lab.fleet_command("details", "--json"), capture_output=True, text=True, env=lab.env)
+    assert details.returncode == 0, details.stdout + details.stderr
+    return json.loads(details.stdout)["deploy_lock"]
+
+
+def test_rolling_deploy_loses_no_request_and_a_second_deploy_meanwhile_is_refused(converged: Lab):
     converged.lab("image", NEW_VERSION)
+    image = f"microservices-app:{NEW_VERSION}"
     with SteadyLoad(converged) as load:
-        run = converged.playbook("deploy.yml", "-e", f"app_image=microservices-app:{NEW_VERSION}")
-    TIMINGS.append(f"deploy.yml rolling {NEW_VERSION} to 2 API and 2 worker hosts: {run.seconds:.0f}s")
-    assert run.returncode == 0 and not failed_hosts(run), run.output[-6000:]
+        started = time.monotonic()
+        # To a file: a pipe nobody reads while the second deploy runs could fill and stall the first.
+        log = (converged.dir / "fleet-deploy-first.log").open("w+")
+        first = subprocess.Popen(
+            converged.fleet_command("deploy", image), stdout=log, stderr=subprocess.STDOUT, env=converged.env
+        )
+        holder = wait_for(lambda: deploy_lock(converged), timeout=120, interval=1, what="the deploy lock taken")
+        assert holder["playbook"] == "deploy" and holder["id"].startswith("deploy:"), holder
+        second = converged.fleet("deploy", image, timeout=300)
+        assert first.poll() is None, "the first deploy ended before the second was tried: the test proves nothing"
+        assert deploy_lock(converged)["id"] == holder["id"], "the refused deploy took or freed the first one's lock"
+        first.wait(timeout=1800)
+        seconds = time.monotonic() - started
+        log.seek(0)
+        output = log.read()
+        log.close()
+    TIMINGS.append(f"fleet deploy, rolling {NEW_VERSION} to 2 API and 2 worker hosts: {seconds:.0f}s")
+    assert second.returncode != 0
+    assert second.says(f"the deploy lock is held by {holder['by']}") and second.says("nothing was changed")
+    assert set(second.recap) == {converged.hosts("lb")[0]["name"]}, "the refused deploy touched other hosts"
+    assert first.returncode == 0, output[-6000:]
+    assert deploy_lock(converged) is None, "the deploy did not give its lock back"
     assert load.served > 100
     assert not load.failures, f"{len(load.failures)} of {load.served} requests failed: {load.failures[:5]}"
     versions = versions_by_host(converged)
@@ -111,7 +137,7 @@ def test_rolling_deploy_loses_no_request(converged: Lab):
     assert all(v == {NEW_VERSION} for v in versions.values()), versions
     history = converged.ssh(converged.hosts("workers")[0]["private_ip"], "cat /var/lib/microservices/history.jsonl")
     last = json.loads(history.stdout.splitlines()[-1])
-    assert last["images"]["worker"] == f"microservices-app:{NEW_VERSION}" and last["playbook"] == "deploy"
+    assert last["images"]["worker"] == image and last["playbook"] == "deploy"
     assert last["image_ids"]["worker"].startswith("sha256:") and last["by"] and last["time"].endswith("Z")
 
 
@@ -129,8 +155,8 @@ def test_a_broken_image_stops_at_the_first_host_and_is_rolled_back(converged: La
     )
     first_api = converged.hosts("api")[0]["name"]
     with SteadyLoad(converged) as load:
-        run = converged.playbook("deploy.yml", "-e", "app_image=microservices-app:broken")
-    TIMINGS.append(f"deploy.yml of a broken image, stopped and rolled back: {run.seconds:.0f}s")
+        run = converged.fleet("deploy", "microservices-app:broken")
+    TIMINGS.append(f"fleet deploy of a broken image, stopped and rolled back: {run.seconds:.0f}s")
     assert run.returncode != 0
     assert f"failed its health gate on {first_api}" in run.output
     assert f"runs microservices-app:{NEW_VERSION} again" in run.output
@@ -138,12 +164,29 @@ def test_a_broken_image_stops_at_the_first_host_and_is_rolled_back(converged: La
     assert not load.failures, f"{len(load.failures)} of {load.served} requests failed: {load.failures[:5]}"
     versions = versions_by_host(converged)
     assert all(v == {NEW_VERSION} for v in versions.values()) and len(versions) == 2, versions
+    assert deploy_lock(converged) is None, "the failed deploy kept its lock"
+
+
+def test_a_held_lock_refuses_a_rollback_until_unlocked(converged: Lab):
+    locked = converged.fleet("lock", "-m", "restore drill in progress")
+    assert locked.returncode == 0, locked.output[-3000:]
+    assert deploy_lock(converged)["message"] == "restore drill in progress"
+    again = converged.fleet("lock")
+    assert again.returncode != 0 and again.says("restore drill in progress"), again.output[-3000:]
+    refused = converged.fleet("rollback")
+    assert refused.returncode != 0 and refused.says("(manual: restore drill in progress)"), refused.output[-3000:]
+    assert refused.says("free it with `fleet unlock`")
+    versions = versions_by_host(converged)
+    assert all(v == {NEW_VERSION} for v in versions.values()), versions
+    unlocked = converged.fleet("unlock")
+    assert unlocked.returncode == 0 and unlocked.says("released the deploy lock of"), unlocked.output[-3000:]
+    assert deploy_lock(converged) is None
 
 
 def test_rollback_returns_to_the_previous_image(converged: Lab):
     with SteadyLoad(converged) as load:
-        run = converged.playbook("rollback.yml")
-    TIMINGS.append(f"rollback.yml: {run.seconds:.0f}s")
+        run = converged.fleet("rollback")
+    TIMINGS.append(f"fleet rollback: {run.seconds:.0f}s")
     assert run.returncode == 0 and not failed_hosts(run), run.output[-6000:]
     assert not load.failures, load.failures[:5]
     versions = versions_by_host(converged)

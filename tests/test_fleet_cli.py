@@ -1,0 +1,59 @@
+"""The operators' front door without a fleet: its verbs, where -i may go, and the errors that
+need no host (the verbs themselves run on the lab: tests/lab/test_rollout.py, test_operate.py)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from fleet import cli
+
+FLEET = str(Path(sys.executable).parent / "fleet")
+VERBS = ["setup", "deploy", "rollback", "health", "logs", "details", "audit", "lock", "unlock"]
+
+
+def test_every_verb_is_listed_in_the_help():
+    result = subprocess.run([FLEET, "--help"], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0
+    for verb in VERBS:
+        assert f"\n    {verb} " in result.stdout, verb
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["-i", "inv.yml", "deploy", "app:1"],
+        ["deploy", "app:1", "-i", "inv.yml"],
+        ["deploy", "-i", "inv.yml", "app:1"],
+    ],
+)
+def test_the_inventory_goes_before_or_after_the_verb(argv):
+    args = cli.parser().parse_args(argv)
+    assert (args.verb, args.image, args.inventory) == ("deploy", "app:1", "inv.yml")
+
+
+def test_the_default_inventory_is_the_pulumi_one_of_this_checkout():
+    args = cli.parser().parse_args(["details"])
+    assert Path(args.inventory) == Path(cli.__file__).resolve().parents[1] / cli.DEFAULT_INVENTORY
+    assert Path(args.inventory).exists()
+
+
+@pytest.mark.parametrize("verb", ["setup", "deploy", "rollback", "lock", "unlock", "details", "audit", "health"])
+def test_a_missing_inventory_is_named_with_exit_2(verb, tmp_path, capsys):
+    assert cli.main([verb, "-i", str(tmp_path / "nope.yml")]) == 2
+    assert f"inventory {tmp_path / 'nope.yml'}: no such file" in capsys.readouterr().err
+
+
+def test_an_unknown_service_lists_the_known_ones():
+    result = subprocess.run([FLEET, "logs", "postgres"], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2
+    assert "invalid choice: 'postgres'" in result.stderr and "'api'" in result.stderr
+
+
+def test_negative_line_counts_are_refused(capsys):
+    with pytest.raises(SystemExit) as exit:
+        cli.main(["logs", "api", "-n", "-1"])
+    assert exit.value.code == 2 and "--lines" in capsys.readouterr().err
