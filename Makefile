@@ -36,12 +36,12 @@ $(STAMP): requirements.txt requirements-dev.txt infra/requirements.txt pyproject
 venv: $(STAMP)
 
 test: deps venv
-	$(BIN)/ruff check app devstack tests benchmarks infra ansible fleet
+	$(BIN)/ruff check app devstack tests benchmarks infra ansible fleet topology
 	$(BIN)/pytest $(PYTEST_ARGS)
 
 lint: venv
-	$(BIN)/ruff check app devstack tests benchmarks infra ansible fleet
-	$(BIN)/ruff format --check app devstack tests benchmarks infra ansible fleet
+	$(BIN)/ruff check app devstack tests benchmarks infra ansible fleet topology
+	$(BIN)/ruff format --check app devstack tests benchmarks infra ansible fleet topology
 
 up:
 	@scripts/up.sh

@@ -293,10 +293,3 @@ def test_every_problem_is_reported_at_once():
         run_program("dev", config)
     problems = [line for line in str(error.value).splitlines() if line.strip().startswith("- ")]
     assert Counter(p.split(":")[0].strip("- ") for p in problems) == {"adminCidrs[0]": 1, "vpcCidr": 1, "zones": 1}
-
-
-def test_the_hosts_firewalls_follow_the_same_topology():
-    from infra.topology import ansible_vars
-
-    committed = (REPO_ROOT / "ansible/group_vars/all/tier_access.yml").read_text()
-    assert committed == ansible_vars(), "regenerate: python -m infra.topology > ansible/group_vars/all/tier_access.yml"
