@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 import json
 import os
 import subprocess
@@ -293,3 +294,37 @@ def test_every_problem_is_reported_at_once():
         run_program("dev", config)
     problems = [line for line in str(error.value).splitlines() if line.strip().startswith("- ")]
     assert Counter(p.split(":")[0].strip("- ") for p in problems) == {"adminCidrs[0]": 1, "vpcCidr": 1, "zones": 1}
+
+
+def test_the_program_has_no_import_cycle():
+    """Each module of infra/ and topology/ imports only modules that do not import it back,
+    directly or through others (imports under TYPE_CHECKING count too; a module's own parent
+    packages, which Python initialises first anyway, do not)."""
+    graph = {}
+    for path in [*(REPO_ROOT / "infra").rglob("*.py"), *(REPO_ROOT / "topology").rglob("*.py")]:
+        name = ".".join(path.relative_to(REPO_ROOT).with_suffix("").parts).removesuffix(".__init__")
+        imported = set()
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.module:
+                imported |= {node.module, *(f"{node.module}.{alias.name}" for alias in node.names)}
+            elif isinstance(node, ast.Import):
+                imported |= {alias.name for alias in node.names}
+        # Importing a.b.c imports the packages a and a.b first.
+        graph[name] = {".".join(m.split(".")[:i]) for m in imported for i in range(1, m.count(".") + 2)}
+    graph = {
+        name: {m for m in imported if m in graph and m != name and not name.startswith(m + ".")}
+        for name, imported in graph.items()
+    }
+
+    def cycle_from(name: str, path: tuple[str, ...]) -> tuple[str, ...] | None:
+        if name in path:
+            return (*path[path.index(name) :], name)
+        return next(filter(None, (cycle_from(m, (*path, name)) for m in sorted(graph[name]))), None)
+
+    # Each cycle once, from its first module in sorted order.
+    cycles = {
+        cycle[cycle.index(min(cycle)) : -1] + cycle[: cycle.index(min(cycle)) + 1]
+        for name in graph
+        if (cycle := cycle_from(name, ()))
+    }
+    assert not cycles, f"import cycles: {sorted(cycles)}"
