@@ -9,7 +9,7 @@ Prints one JSON object: {"host", "checks": [{check, status, detail, took_ms, dat
 ok, warn or fail; `data` carries what the fleet view adds up.
 
 Input (JSON, first argument):
-  host, groups          inventory name and groups (lb, api, workers, data, bastion)
+  host, groups          inventory name and groups (the tiers it is in)
   private_ip            this host's private address
   app_image, images     the app image and {mongodb, redis, rabbitmq, nginx} images
   api_hosts             private addresses of the API hosts (the load balancer checks them)
