@@ -6,7 +6,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: help deps venv test lint up down env local-images infra-venv release rollback stack-named lab-up lab-down run bench clean
+.PHONY: help deps venv test lint topology up down env local-images infra-venv release rollback stack-named lab-up lab-down run bench clean
 
 help:
 	@echo "make up     - the whole stack under docker compose, healthy (installs Docker if missing);"
@@ -22,6 +22,7 @@ help:
 	@echo "make lab-up / lab-down - a local multi-host lab (containers acting as VMs) for Ansible"
 	@echo "make bench  - every request path through nginx beside its anchors, ratios in benchmarks/results/"
 	@echo "make lint   - ruff"
+	@echo "make topology - write Ansible's copy of topology/ (ansible/group_vars/all/topology.yml)"
 
 deps:
 	@scripts/install-system-deps.sh
@@ -42,6 +43,11 @@ test: deps venv
 lint: venv
 	$(BIN)/ruff check app devstack tests benchmarks infra ansible fleet topology
 	$(BIN)/ruff format --check app devstack tests benchmarks infra ansible fleet topology
+
+# The tiers, ports, commands and environment contract are written in topology/ (Python);
+# Ansible reads this generated copy, and tests/test_topology.py fails while it is stale.
+topology: venv
+	$(BIN)/python -m topology
 
 up:
 	@scripts/up.sh
