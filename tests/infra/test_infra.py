@@ -13,6 +13,7 @@ import pytest
 from pulumi_harness import REPO_ROOT, STACKS, Recorder, Run, ami_id, run_program, s3_type, stack_config
 
 from infra.config import ConfigError
+from topology import SECRETS
 
 EXPECTED_HOSTS = {
     "dev": {"lb": 1, "bastion": 1, "api": 1, "workers": 1, "data": 1},
@@ -161,24 +162,11 @@ def test_hosts_are_prepared_for_ansible(run):
 def test_secrets_are_generated_and_only_secret_outputs(run):
     stack, result = run
     passwords = result.recorder.of_type("random:index/randomPassword:RandomPassword")
-    assert {p.name for p in passwords} == {
-        "mongo-root-password",
-        "mongo-app-password",
-        "redis-password",
-        "rabbitmq-admin-password",
-        "rabbitmq-password",
-        "api-key",
-    }
+    # One password each for the secrets the rollout needs (topology.SECRETS), all of them secret outputs.
+    assert {p.name for p in passwords} == {name.replace("_", "-") for name in SECRETS}
     assert all(p.inputs["length"] >= 32 for p in passwords)
     assert "secrets" in result.secret_outputs
-    assert set(result.outputs["secrets"]) == {
-        "mongo_root_password",
-        "mongo_app_password",
-        "redis_password",
-        "rabbitmq_admin_password",
-        "rabbitmq_password",
-        "api_key",
-    }
+    assert set(result.outputs["secrets"]) == set(SECRETS)
     public = json.dumps({k: v for k, v in result.outputs.items() if k not in result.secret_outputs})
     assert not any(value in public for value in result.outputs["secrets"].values())
     stack_file = (REPO_ROOT / STACKS[stack]).read_text().lower()
