@@ -58,7 +58,8 @@ class Rule:
 
 # The API listens on this port in its container and on its host's private address.
 API_PORT = 8000
-# The data services' ports on the data nodes (each container listens on its image's own port).
+# The ports the firewalls open: the load balancer's, SSH, the API's, and the data services'
+# on the data nodes (published there from each container's own port).
 PORTS = {
     "http": 80,
     "https": 443,
