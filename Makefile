@@ -5,11 +5,11 @@ PYTHON ?= python3.11
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
-LINT_PATHS := app devstack tests benchmarks infra ansible fleet
+LINT_PATHS := app devstack tests benchmarks infra ansible fleet topology
 # make check: test files spread over this many pytest processes, each with its own servers.
 CHECK_WORKERS ?= 2
 
-.PHONY: help deps venv test check lint up down env local-images infra-venv release rollback stack-named lab-up lab-down run bench clean
+.PHONY: help deps venv test check lint topology up down env local-images infra-venv release rollback stack-named lab-up lab-down run bench clean
 
 help:
 	@echo "make up     - the whole stack under docker compose, healthy (installs Docker if missing);"
@@ -27,6 +27,7 @@ help:
 	@echo "make lab-up / lab-down - a local multi-host lab (containers acting as VMs) for Ansible"
 	@echo "make bench  - every request path through nginx beside its anchors, ratios in benchmarks/results/"
 	@echo "make lint   - ruff"
+	@echo "make topology - write Ansible's copy of topology/ (ansible/group_vars/all/topology.yml)"
 
 deps:
 	@scripts/install-system-deps.sh
@@ -52,6 +53,11 @@ check: deps venv lint
 lint: venv
 	$(BIN)/ruff check $(LINT_PATHS)
 	$(BIN)/ruff format --check $(LINT_PATHS)
+
+# The tiers, ports, commands and environment contract are written in topology/ (Python);
+# Ansible reads this generated copy, and tests/test_topology.py fails while it is stale.
+topology: venv
+	$(BIN)/python -m topology
 
 up:
 	@scripts/up.sh

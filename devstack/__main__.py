@@ -17,12 +17,13 @@ from pathlib import Path
 
 from devstack.servers import REPO_ROOT, ServerError
 from devstack.stack import Stack
+from topology import API_PORT
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(prog="python -m devstack", description=__doc__.splitlines()[0])
     parser.add_argument("--dir", type=Path, default=REPO_ROOT / ".devstack", help="data directory (default: .devstack)")
-    parser.add_argument("--api-port", type=int, default=8000)
+    parser.add_argument("--api-port", type=int, default=API_PORT)
     parser.add_argument("--redis-port", type=int, default=6380)
     parser.add_argument("--rabbitmq-port", type=int, default=5673)
     parser.add_argument("--mongo-port", type=int, default=27018)

@@ -18,6 +18,8 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from topology.app import API_COMMAND, WORKER_QUEUES, beat_command, worker_command
+
 REPO_ROOT = Path(__file__).resolve().parent.parent
 RABBITMQ_SERVER = "/usr/lib/rabbitmq/bin/rabbitmq-server"
 REDIS_CONF = REPO_ROOT / "conf" / "redis.conf"
@@ -383,7 +385,7 @@ class ApiServer(AppProcess):
         }
 
     def command(self) -> list[str]:
-        return [sys.executable, "-m", "gunicorn", "-c", "python:app.gunicorn_conf", "app.main:app"]
+        return [sys.executable, "-m", *API_COMMAND]
 
     @property
     def url(self) -> str:
@@ -402,7 +404,7 @@ class CeleryWorker(AppProcess):
         env: dict[str, str],
         node: str = "worker1",
         concurrency: int = 2,
-        queues: str = "default,heavy",
+        queues: str = ",".join(WORKER_QUEUES),
     ) -> None:
         self.name = node
         super().__init__(workdir, env)
@@ -411,23 +413,8 @@ class CeleryWorker(AppProcess):
         self.queues = queues
 
     def command(self) -> list[str]:
-        return [
-            sys.executable,
-            "-m",
-            "celery",
-            "-A",
-            "app.celery_app",
-            "worker",
-            "-n",
-            self.node,
-            "-Q",
-            self.queues,
-            "-c",
-            str(self.concurrency),
-            "--loglevel",
-            "INFO",
-            "--without-gossip",
-        ]
+        command = worker_command(self.concurrency, queues=self.queues, node=self.node)
+        return [sys.executable, "-m", *command, "--loglevel", "INFO"]
 
     def ready(self) -> bool:
         from app.celery_app import celery_app
@@ -441,18 +428,7 @@ class CeleryBeat(AppProcess):
     name = "beat"
 
     def command(self) -> list[str]:
-        return [
-            sys.executable,
-            "-m",
-            "celery",
-            "-A",
-            "app.celery_app",
-            "beat",
-            "--loglevel",
-            "INFO",
-            "--pidfile",
-            str(self.workdir / "beat.pid"),
-        ]
+        return [sys.executable, "-m", *beat_command(pidfile=str(self.workdir / "beat.pid")), "--loglevel", "INFO"]
 
     def ready(self) -> bool:
         # RedBeat logs this once it holds the lock; a second beat waits before it.

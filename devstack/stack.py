@@ -14,6 +14,7 @@ from devstack.servers import (
     RabbitMQServer,
     RedisServer,
 )
+from topology.app import WORKER_QUEUES
 
 
 class Stack:
@@ -88,7 +89,7 @@ class Stack:
             for future in [pool.submit(server.start) for server in servers]:
                 future.result()
 
-    def add_worker(self, node: str, concurrency: int = 2, queues: str = "default,heavy") -> CeleryWorker:
+    def add_worker(self, node: str, concurrency: int = 2, queues: str = ",".join(WORKER_QUEUES)) -> CeleryWorker:
         worker = CeleryWorker(self.root / node, self.env, node=node, concurrency=concurrency, queues=queues)
         self.workers.append(worker)
         return worker

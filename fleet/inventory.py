@@ -15,8 +15,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from topology import API_PORT, TIERS
+from topology.app import WORKER_QUEUES
+
 REPO_ROOT = Path(__file__).resolve().parent.parent
-TIERS = ("lb", "api", "workers", "data", "bastion")
 
 
 class InventoryError(Exception):
@@ -154,6 +156,8 @@ def load(inventory: str, backlog_warn: int = 1000) -> list[Target]:
                     "app_image": variables.get("app_image", ""),
                     "images": images,
                     "api_hosts": api_addresses,
+                    "api_port": API_PORT,
+                    "queues": list(WORKER_QUEUES),
                     "primary_data": name == first_data,
                     "beat": name == first_worker,
                     "lock_host": name == first_lb,  # holds the deploy lock (roles/deploy_lock)

@@ -9,10 +9,12 @@ Prints one JSON object: {"host", "checks": [{check, status, detail, took_ms, dat
 ok, warn or fail; `data` carries what the fleet view adds up.
 
 Input (JSON, first argument):
-  host, groups          inventory name and groups (lb, api, workers, data, bastion)
+  host, groups          inventory name and groups (the tiers it is in)
   private_ip            this host's private address
   app_image, images     the app image and {mongodb, redis, rabbitmq, nginx} images
   api_hosts             private addresses of the API hosts (the load balancer checks them)
+  api_port              the API's port on its hosts
+  queues                the app's task queues, each of which a worker must consume
   primary_data          this data node runs Redis and RabbitMQ
   beat                  this worker host runs beat
   replica_set           the MongoDB replica-set name, or ""
@@ -174,7 +176,7 @@ def exec_in(name: str, *command: str, timeout: float = CHECK_TIMEOUT) -> str:
 
 
 def api_ready(facts: dict) -> str:
-    status, body = http(f"http://{facts['private_ip']}:8000/health/ready")
+    status, body = http(f"http://{facts['private_ip']}:{facts['api_port']}/health/ready")
     if status != 200:
         try:
             failing = [k for k, v in json.loads(body)["checks"].items() if v["status"] != "ok"]
@@ -204,7 +206,7 @@ def upstreams(facts: dict) -> str:
     down = []
     for address in facts.get("api_hosts", []):
         try:
-            status, _body = http(f"http://{address}:8000/health", timeout=3)
+            status, _body = http(f"http://{address}:{facts['api_port']}/health", timeout=3)
             if status != 200:
                 down.append(f"{address} answered {status}")
         except Failed as error:
@@ -272,9 +274,9 @@ def rabbitmq(facts: dict) -> tuple[str, dict]:
         timeout=20,
     )
     queues = {q["name"]: q for q in json.loads(listing or "[]") if not q["name"].endswith("pidbox")}
-    depths = {name: q["messages"] for name, q in queues.items() if name in ("default", "heavy")}
+    depths = {name: q["messages"] for name, q in queues.items() if name in facts["queues"]}
     detail = "node running; queues " + ", ".join(f"{n}={d}" for n, d in sorted(depths.items()))
-    idle = [name for name in ("default", "heavy") if name in queues and queues[name]["consumers"] == 0]
+    idle = [name for name in facts["queues"] if name in queues and queues[name]["consumers"] == 0]
     if idle:
         raise Failed(detail + f"; no worker consumes {', '.join(idle)}")
     backlog = [name for name, depth in depths.items() if depth >= facts.get("backlog_warn", 1000)]

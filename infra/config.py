@@ -14,7 +14,7 @@ from typing import Any
 import pulumi
 
 from infra.providers import PROVIDERS
-from infra.topology import TIERS, TierSize
+from topology import TIERS
 
 SIZE_CLASSES = ("nano", "micro", "small", "medium", "large", "xlarge", "compute-large", "memory-large")
 # Members of a MongoDB replica set: one, or an odd number so a majority can elect a primary.
@@ -34,6 +34,16 @@ AMI_HOWTO = (
 
 class ConfigError(pulumi.RunError):
     """Bad stack configuration: shown to the user without a traceback."""
+
+
+@dataclass(frozen=True)
+class TierSize:
+    """How many hosts of what size one tier has in this stack."""
+
+    count: int
+    size: str  # a provider-neutral size class (SIZE_CLASSES)
+    root_gb: int = 20
+    data_gb: int = 0
 
 
 @dataclass(frozen=True)

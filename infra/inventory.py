@@ -1,6 +1,6 @@
 """The Ansible inventory the rollout uses, built from a Deployment (any provider).
 
-Groups: lb, api, workers, data, bastion. Every host but the bastion is reached through the
+Groups: the tiers (topology.TIERS). Every host but the bastion is reached through the
 bastion (ProxyJump), since only the load balancer and the bastion have public addresses.
 """
 
@@ -11,8 +11,9 @@ from typing import Any
 import pulumi
 
 from infra.providers import Deployment
+from topology import TIERS
 
-GROUPS = ("lb", "api", "workers", "data", "bastion")
+GROUPS = tuple(TIERS)
 
 
 def render(

@@ -2,17 +2,25 @@
 
 from __future__ import annotations
 
+import importlib
+
 import pulumi
 
 from infra import config as stack_config
-from infra import inventory, providers
+from infra import inventory
+from infra.providers import PROVIDERS, Deployment
 from infra.secrets import Secrets
+
+
+def deploy(config: stack_config.StackConfig) -> Deployment:
+    """Declare the stack's resources on its provider."""
+    return importlib.import_module(PROVIDERS[config.provider]).deploy(config)
 
 
 def run() -> None:
     config = stack_config.load()  # raises ConfigError before any resource is declared
     secrets = Secrets("secrets")
-    deployment = providers.deploy(config)
+    deployment = deploy(config)
 
     pulumi.export(
         "hosts",

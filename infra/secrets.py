@@ -6,15 +6,7 @@ from __future__ import annotations
 import pulumi
 import pulumi_random as random
 
-# URL-safe alphabet: the passwords go into connection URLs unescaped.
-NAMES = (
-    "mongo_root_password",
-    "mongo_app_password",
-    "redis_password",
-    "rabbitmq_admin_password",
-    "rabbitmq_password",
-    "api_key",
-)
+from topology import SECRETS
 
 
 class Secrets(pulumi.ComponentResource):
@@ -25,10 +17,10 @@ class Secrets(pulumi.ComponentResource):
             key: random.RandomPassword(
                 key.replace("_", "-"),
                 length=48 if key == "api_key" else 32,
-                special=False,
+                special=False,  # URL-safe: the passwords go into connection URLs unescaped
                 opts=child,
             ).result
-            for key in NAMES
+            for key in SECRETS
         }
         self.register_outputs({})
 

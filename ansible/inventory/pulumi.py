@@ -8,8 +8,8 @@ Where the outputs come from, first match wins:
   PULUMI_STACK          run `pulumi stack output --json --show-secrets --stack $PULUMI_STACK`
   (neither)             run it for the currently selected stack
 
-The stack's `ansible_inventory` output gives the groups (lb, api, workers, data, bastion,
-and behind_bastion with the ProxyJump settings); its `secrets` output, when shown, becomes
+The stack's `ansible_inventory` output gives the groups (one per tier of topology/, and
+behind_bastion with the ProxyJump settings); its `secrets` output, when shown, becomes
 the `app_secrets` variable of every host. Standard library only.
 """
 

@@ -34,7 +34,7 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO_ROOT))
 
 from infra.inventory import render  # noqa: E402
-from infra.secrets import NAMES as SECRET_NAMES  # noqa: E402
+from topology import SECRETS, TIERS  # noqa: E402
 
 HOST_IMAGE = "microservices-lab/host:bookworm"
 SSH_USER = "admin"
@@ -308,7 +308,7 @@ chmod 440 /etc/sudoers.d/90-cloud-init-users
         secrets_file = self.dir / "secrets.json"
         if not secrets_file.exists():
             # The same secrets as the Pulumi stack's (infra/secrets.py), the API key longer.
-            values = {name: secrets.token_urlsafe(36 if name == "api_key" else 24) for name in SECRET_NAMES}
+            values = {name: secrets.token_urlsafe(36 if name == "api_key" else 24) for name in SECRETS}
             secrets_file.write_text(json.dumps(values, indent=2))
             secrets_file.chmod(0o600)
         hosts = {
@@ -323,7 +323,7 @@ chmod 440 /etc/sudoers.d/90-cloud-init-users
                 for h in self.hosts
                 if h.tier == tier
             ]
-            for tier in ("lb", "bastion", "api", "workers", "data")
+            for tier in TIERS
         }
         lb, bastion = hosts["lb"][0], hosts["bastion"][0]
         ssh_options = f"-F {self.ssh_config}"

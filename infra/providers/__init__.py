@@ -1,17 +1,15 @@
-"""Cloud providers: each module maps the topology (infra/topology.py) to one cloud's
-resources and returns a `Deployment`. Adding a cloud means adding a module here and a line
-in PROVIDERS; the topology, the secrets and the outputs stay as they are."""
+"""Cloud providers: each module maps the topology (topology/) to one cloud's resources and
+returns a `Deployment`. Adding a cloud means adding a module here and a line in PROVIDERS;
+the topology, the secrets and the outputs stay as they are.
+
+This package's own module imports nothing of infra/: the configuration (infra/config.py)
+reads PROVIDERS from it, and each provider module reads the configuration."""
 
 from __future__ import annotations
 
-import importlib
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
 
 import pulumi
-
-if TYPE_CHECKING:
-    from infra.config import StackConfig
 
 
 @dataclass
@@ -36,11 +34,5 @@ class Deployment:
     inventory_vars: dict[str, pulumi.Input] = field(default_factory=dict)
 
 
-# Each module has `deploy(config: StackConfig) -> Deployment`.
+# Each module has `deploy(config: StackConfig) -> Deployment` (infra.program calls it).
 PROVIDERS = {"aws": "infra.providers.aws"}
-
-
-def deploy(config: StackConfig) -> Deployment:
-    """Declare the stack's resources on its provider."""
-    module = importlib.import_module(PROVIDERS[config.provider])
-    return module.deploy(config)

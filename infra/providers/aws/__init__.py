@@ -12,10 +12,7 @@ from infra.providers.aws.backups import BackupBucket, Snapshots
 from infra.providers.aws.hosts import Tier, machine_image
 from infra.providers.aws.image import AppImage
 from infra.providers.aws.network import Firewalls, Network
-from infra.topology import TIERS
-
-# Tiers that run the app image, and so pull it.
-APP_TIERS = ("api", "workers")
+from topology import APP_TIERS, TIERS
 
 
 def deploy(config: StackConfig) -> Deployment:

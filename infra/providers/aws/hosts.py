@@ -14,7 +14,7 @@ import pulumi_aws as aws
 from infra.config import AMI_ID, StackConfig
 from infra.providers import Host
 from infra.providers.aws.network import Firewalls, Network
-from infra.topology import TIERS
+from topology import TIERS
 
 # Debian's official AMIs (https://wiki.debian.org/Cloud/AmazonEC2Image).
 DEBIAN_OWNER = "136693071363"

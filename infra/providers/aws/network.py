@@ -9,7 +9,7 @@ import pulumi
 import pulumi_aws as aws
 
 from infra.config import StackConfig
-from infra.topology import ACCESS, ADMIN, ANYWHERE, TIERS, Rule
+from topology import ACCESS, ADMIN, ANYWHERE, TIERS, Rule
 
 
 class Network(pulumi.ComponentResource):

@@ -1,0 +1,250 @@
+"""One source of truth: the facts in topology/ (Python) and every file that repeats them.
+
+Ansible's copy is generated (ansible/group_vars/all/topology.yml); the files that cannot be
+generated or import Python (docker-compose.yml, nginx/, Dockerfile.app, app/, .env.example)
+are checked here against the facts. No server is needed.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import re
+from pathlib import Path
+
+import pytest
+import yaml
+from pydantic import ValidationError
+
+from app.core.config import Settings
+from devstack.servers import ApiServer
+from devstack.stack import Stack
+from topology import API_PORT, SECRETS, TIERS
+from topology import ansible as ansible_facts
+from topology.app import (
+    API_COMMAND,
+    ASGI_APP,
+    CELERY_APP,
+    CONTAINER_HARDENING,
+    GUNICORN_CONFIG,
+    HEALTHCHECK_MODULE,
+    PROCESS_VARIABLES,
+    WORKER_QUEUES,
+    beat_command,
+    healthcheck_command,
+    required_variables,
+    settings_variables,
+    variables,
+    worker_command,
+)
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+COMPOSE = yaml.safe_load((REPO_ROOT / "docker-compose.yml").read_text())
+ANSIBLE = REPO_ROOT / "ansible"
+GROUP_VARS = yaml.safe_load((ANSIBLE / "group_vars/all/main.yml").read_text())
+# The compose services that run the app, and the role (APP_ROLE) of each.
+APP_SERVICES = {"api": "api", "api-standby": "api", "worker": "worker", "beat": "beat"}
+
+
+def read(path: str) -> str:
+    return (REPO_ROOT / path).read_text()
+
+
+def role_tasks(role: str) -> list[dict]:
+    return yaml.safe_load((ANSIBLE / "roles" / role / "tasks/main.yml").read_text())
+
+
+def app_container_call(role: str) -> dict:
+    """The variables the role hands to the role app_container."""
+    (call,) = [t for t in role_tasks(role) if t.get("ansible.builtin.include_role", {}).get("name") == "app_container"]
+    return call["vars"]
+
+
+def test_ansible_copy_is_current():
+    committed = ansible_facts.PATH.read_text()
+    assert committed == ansible_facts.render(), (
+        f"ansible/group_vars/all/topology.yml is stale: run {ansible_facts.COMMAND} (or make topology)"
+    )
+
+
+# --- the environment contract ------------------------------------------------------------
+
+
+def contract_problems(where: str, names: set[str], allowed: list[str]) -> list[str]:
+    problems = []
+    if missing := sorted(set(required_variables()) - names):
+        problems.append(f"{where} does not set {missing}")
+    if unknown := sorted(names - set(allowed)):
+        problems.append(f"{where} sets {unknown}, which the app does not read")
+    return problems
+
+
+def test_the_required_variables_are_exactly_what_production_needs(tmp_path, monkeypatch):
+    for name in settings_variables():  # the suite's own environment would take precedence
+        monkeypatch.delenv(name, raising=False)
+    deployed = {**Stack(tmp_path).env, "ENVIRONMENT": "production"}
+    required = {name.lower(): deployed[name] for name in required_variables()}
+    Settings(_env_file=None, **required)  # enough
+    for name in required_variables():
+        if name != "ENVIRONMENT":
+            with pytest.raises(ValidationError, match=name):  # and each one needed
+                Settings(_env_file=None, **{k: v for k, v in required.items() if k != name.lower()})
+
+
+def test_compose_sets_the_contract():
+    problems = contract_problems("docker-compose.yml x-app-env", set(COMPOSE["x-app-env"]), settings_variables())
+    for service, role in APP_SERVICES.items():
+        environment = COMPOSE["services"][service]["environment"]
+        problems += contract_problems(f"docker-compose.yml {service}", set(environment), variables())
+        if environment.get("APP_ROLE") != role:
+            problems.append(f"docker-compose.yml {service}: APP_ROLE is {environment.get('APP_ROLE')!r}, not {role}")
+    assert not problems
+
+
+def test_ansible_sets_the_contract():
+    problems = contract_problems(
+        "app_environment (group_vars)", set(GROUP_VARS["app_environment"]), settings_variables()
+    )
+    for role in ("api", "worker", "beat"):
+        extra = set(app_container_call(role).get("app_container_env", {}))
+        if unknown := sorted(extra - set(PROCESS_VARIABLES)):
+            problems.append(f"role {role} adds {unknown}, which the app's processes do not read")
+    assert not problems
+
+
+def test_devstack_sets_the_contract(tmp_path):
+    stack = Stack(tmp_path)
+    problems = contract_problems("devstack Stack.env", set(stack.env), settings_variables())
+    # What the API server adds for itself (its address, its worker processes, ...).
+    added = set(ApiServer(tmp_path / "api", stack.env).environment()) - {*os.environ, *stack.env, "PYTHONPATH"}
+    assert "BIND" in added
+    if unknown := sorted(added - set(PROCESS_VARIABLES)):
+        problems.append(f"devstack ApiServer sets {unknown}, which the app's processes do not read")
+    assert not problems
+
+
+def test_env_example_names_only_what_the_app_reads():
+    documented = set(re.findall(r"^#? ?([A-Z][A-Z0-9_]*)=", read(".env.example"), re.M))
+    assert not contract_problems(".env.example", documented, variables())
+
+
+def test_the_process_variables_are_read_by_the_app():
+    source = "\n".join(path.read_text() for path in (REPO_ROOT / "app").rglob("*.py"))
+    assert [name for name in PROCESS_VARIABLES if f'"{name}"' not in source] == []
+
+
+# --- the app's processes -----------------------------------------------------------------
+
+
+def test_the_commands_name_modules_that_exist():
+    module, attribute = ASGI_APP.split(":")
+    assert getattr(importlib.import_module(module), attribute)
+    assert importlib.util.find_spec(GUNICORN_CONFIG.removeprefix("python:"))
+    assert importlib.util.find_spec(HEALTHCHECK_MODULE)
+    celery_app = importlib.import_module(CELERY_APP).celery_app
+    # A worker consumes every task queue the app declares.
+    assert sorted(WORKER_QUEUES) == sorted(queue.name for queue in celery_app.conf.task_queues)
+
+
+def test_compose_runs_the_same_commands():
+    services = COMPOSE["services"]
+    worker = services["worker"]["command"]
+    concurrency = worker[worker.index("-c") + 1]
+    assert services["api"]["command"] == services["api-standby"]["command"] == list(API_COMMAND)
+    assert worker == worker_command(concurrency)
+    assert services["beat"]["command"] == beat_command()
+    for service, role in APP_SERVICES.items():
+        assert services[service]["healthcheck"]["test"] == ["CMD", *healthcheck_command(role)], service
+
+
+def test_the_image_runs_the_api_and_checks_its_role():
+    dockerfile = read("Dockerfile.app")
+    assert json.loads(re.search(r"^CMD (\[.*\])$", dockerfile, re.M)[1]) == list(API_COMMAND)
+    assert json.loads(re.search(r"^HEALTHCHECK .* CMD (\[.*\])$", dockerfile, re.M)[1]) == [
+        "python",
+        "-m",
+        HEALTHCHECK_MODULE,
+    ]
+
+
+def test_ansible_roles_run_the_commands_through_app_container():
+    for role in ("api", "worker", "beat"):
+        call = app_container_call(role)
+        assert call["app_container_role"] == role
+        assert call["app_container_command"] == f"{{{{ app_commands.{role} }}}}"
+        # The container itself, its hardening with it, is the role app_container's alone.
+        assert not [t for t in role_tasks(role) if "community.docker.docker_container" in t], role
+
+
+def test_compose_hardens_app_containers_the_same_way():
+    app = COMPOSE["x-app"]
+    compose = {
+        "read_only": app.get("read_only"),
+        "tmpfs": app.get("tmpfs"),
+        "cap_drop": app.get("cap_drop"),
+        "security_opts": app.get("security_opt"),
+        "restart_policy": app.get("restart"),
+    }
+    assert compose == CONTAINER_HARDENING
+
+
+# --- ports, tiers, secrets ---------------------------------------------------------------
+
+# Where the API's port is written in files that cannot import it.
+API_PORT_LITERALS = {
+    "Dockerfile.app": [r"BIND=0\.0\.0\.0:(\d+)", r"^EXPOSE (\d+)$"],
+    ".env.example": [r"^BIND=0\.0\.0\.0:(\d+)$"],
+    "app/gunicorn_conf.py": [r'"BIND", "0\.0\.0\.0:(\d+)"'],
+    "app/healthcheck.py": [r'"BIND", "0\.0\.0\.0:(\d+)"'],
+    "nginx/upstream.conf": [r"^\s*server [\w.-]+:(\d+)"],
+    "benchmarks/nginx-bench.conf": [r"^\s*server [\w.-]+:(\d+)"],
+    "benchmarks/compose.bench.yml": [r'"--port", "(\d+)"'],
+}
+
+
+@pytest.mark.parametrize("path", sorted(API_PORT_LITERALS))
+def test_the_api_port_literals_match(path):
+    text = read(path)
+    for pattern in API_PORT_LITERALS[path]:
+        ports = re.findall(pattern, text, re.M)
+        assert ports, f"{path}: {pattern} no longer matches; where is the API's port written now?"
+        assert {int(port) for port in ports} == {API_PORT}, f"{path}: {pattern} finds {ports}, not {API_PORT}"
+
+
+def source_files() -> list[Path]:
+    """Where the facts must be read, not retyped: Ansible (but its generated copy), infra,
+    devstack, fleet."""
+    paths = [*ANSIBLE.rglob("*.yml"), *ANSIBLE.rglob("*.j2"), *ANSIBLE.rglob("*.py")]
+    for directory in ("infra", "devstack", "fleet"):
+        paths += (REPO_ROOT / directory).rglob("*.py")
+    return sorted(path for path in paths if path != ansible_facts.PATH)
+
+
+def test_the_api_port_is_not_retyped():
+    found = [
+        f"{path.relative_to(REPO_ROOT)}:{number}"
+        for path in source_files()
+        for number, line in enumerate(path.read_text().splitlines(), 1)
+        if re.search(rf"\b{API_PORT}\b", line)
+    ]
+    assert found == []
+
+
+def test_the_tier_list_is_not_retyped():
+    name = "|".join(TIERS)
+    listing = re.compile(rf"""['"]?\b(?:{name})\b['"]?(?:\s*,\s*['"]?\b(?:{name})\b['"]?)+""")
+    found = [
+        f"{path.relative_to(REPO_ROOT)}: {match[0]}"
+        for path in source_files()
+        for match in listing.finditer(path.read_text())
+        if set(re.findall(name, match[0])) == set(TIERS)
+    ]
+    assert found == []
+
+
+def test_ansible_uses_exactly_the_stack_secrets():
+    text = "\n".join(path.read_text() for path in source_files() if path.suffix in (".yml", ".j2"))
+    used = set(re.findall(r"app_secrets\.(\w+)", text))
+    assert used <= set(SECRETS), f"ansible uses secrets the stack does not make: {sorted(used - set(SECRETS))}"
+    assert set(SECRETS) <= used, f"the stack makes secrets ansible never uses: {sorted(set(SECRETS) - used)}"

@@ -1,0 +1,98 @@
+"""The system's shape, written once in Python and independent of any cloud: the tiers, the
+ports, which tier may reach which port on which other, and the secrets a stack generates.
+The app's processes and its environment contract are in `topology.app`.
+
+Everything else reads these, or is checked against them:
+
+- the Pulumi program (infra/) builds networks, firewalls and hosts from them;
+- `python -m topology` writes Ansible's copy, ansible/group_vars/all/topology.yml, which a
+  test keeps equal to it;
+- devstack, fleet-health and the tests import them;
+- files that cannot import them (docker-compose.yml, nginx/, Dockerfile.app, app/) are
+  checked against them by tests/test_topology.py.
+
+Standard library only: the Pulumi program's virtualenv and the installed fleet-health tool
+import it without the app's dependencies.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+ANYWHERE = "anywhere"  # the whole internet
+ADMIN = "admin"  # the stack's admin CIDRs (config: adminCidrs)
+
+
+@dataclass(frozen=True)
+class Tier:
+    name: str
+    public: bool  # gets a public address and sits in a public subnet
+    description: str
+    data_volume: bool = False  # a separate encrypted volume for data
+    runs_app: bool = False  # runs containers of the app image (and so pulls it)
+
+
+# Also the Ansible inventory's groups, in this order.
+TIERS: dict[str, Tier] = {
+    tier.name: tier
+    for tier in (
+        Tier("lb", public=True, description="nginx load balancer, the only public entry"),
+        Tier("bastion", public=True, description="SSH jump host"),
+        Tier("api", public=False, description="FastAPI under gunicorn", runs_app=True),
+        Tier("workers", public=False, description="Celery workers (and beat on the first)", runs_app=True),
+        Tier("data", public=False, description="MongoDB, Redis, RabbitMQ", data_volume=True),
+    )
+}
+APP_TIERS = tuple(name for name, tier in TIERS.items() if tier.runs_app)
+
+
+@dataclass(frozen=True)
+class Rule:
+    """`source` (a tier, ANYWHERE or ADMIN) may open TCP `port` on hosts of `target`."""
+
+    source: str
+    target: str
+    port: int
+    description: str
+
+
+# The API listens on this port in its container and on its host's private address.
+API_PORT = 8000
+# The ports the firewalls open: the load balancer's, SSH, the API's, and the data services'
+# on the data nodes (published there from each container's own port).
+PORTS = {
+    "http": 80,
+    "https": 443,
+    "ssh": 22,
+    "api": API_PORT,
+    "mongodb": 27017,
+    "redis": 6379,
+    "rabbitmq": 5672,
+    "rabbitmq_management": 15672,
+}
+
+ACCESS: tuple[Rule, ...] = (
+    Rule(ANYWHERE, "lb", PORTS["http"], "HTTP from the internet"),
+    Rule(ANYWHERE, "lb", PORTS["https"], "HTTPS from the internet"),
+    Rule("lb", "api", API_PORT, "API from the load balancer"),
+    *(
+        Rule(source, "data", PORTS[service], f"{name} from {source}")
+        for source in APP_TIERS
+        for service, name in (("mongodb", "MongoDB"), ("redis", "Redis"), ("rabbitmq", "RabbitMQ"))
+    ),
+    Rule("data", "data", PORTS["mongodb"], "MongoDB replica set members"),
+    Rule("bastion", "data", PORTS["rabbitmq_management"], "RabbitMQ management through the bastion"),
+    Rule(ADMIN, "bastion", PORTS["ssh"], "SSH from the admin networks"),
+    *(Rule("bastion", target, PORTS["ssh"], "SSH through the bastion") for target in TIERS if target != "bastion"),
+)
+
+# The stack's generated secrets (infra/secrets.py makes them, the lab too); the rollout
+# needs every one (ansible: app_secrets.<name>).
+SECRETS = (
+    "mongo_root_password",
+    "mongo_app_password",
+    "redis_password",
+    "rabbitmq_admin_password",
+    "rabbitmq_password",
+    "api_key",
+)
