@@ -20,9 +20,9 @@ from celery.backends.redis import RedisBackend
 from celery.schedules import crontab
 from kombu import Exchange, Queue
 
-from app import db
 from app.core.config import Settings, get_settings
 from app.core.logging import configure_logging
+from app.data import mongo
 
 log = logging.getLogger(__name__)
 
@@ -156,7 +156,7 @@ def _json_logging(**_: object) -> None:
 @signals.worker_init.connect
 def _worker_role(**_: object) -> None:
     # Workers may run longer database operations than the API (see MONGO_WORKER_TIMEOUT_MS).
-    db.set_role("worker")
+    mongo.set_role("worker")
 
 
 celery_app = create_celery()

@@ -9,10 +9,11 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 from pymongo.errors import PyMongoError
 
-from app import __version__, db, errors, publishing
+from app import __version__, errors, publishing
 from app.api.routes import health, items, metrics, tasks
 from app.core.config import get_settings
 from app.core.logging import configure_logging
+from app.data import mongo
 from app.middleware import RequestContextMiddleware
 
 log = logging.getLogger(__name__)
@@ -21,13 +22,13 @@ log = logging.getLogger(__name__)
 @asynccontextmanager
 async def lifespan(_: FastAPI) -> AsyncIterator[None]:
     try:
-        db.ensure_indexes()
+        mongo.ensure_indexes()
     except PyMongoError as exc:
         # Start anyway: readiness reports MongoDB, and the indexes are created on first use.
         log.warning("mongodb not reachable at start-up", extra={"error": str(exc)[:300]})
     yield
-    db.close_client()
-    await db.close_async_client()
+    mongo.close_client()
+    await mongo.close_async_client()
 
 
 def create_app() -> FastAPI:

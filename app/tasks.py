@@ -23,9 +23,10 @@ from celery import Task, states
 from celery.exceptions import Ignore, Reject, Retry, SoftTimeLimitExceeded
 from pymongo.errors import ConnectionFailure, PyMongoError
 
-from app import callout, db, item_store, task_store
+from app import callout
 from app.celery_app import HEAVY_QUEUE, celery_app
 from app.core.config import get_settings
+from app.data import item_store, mongo, task_records
 
 log = logging.getLogger(__name__)
 settings = get_settings()
@@ -79,7 +80,7 @@ class RecordedTask(Task):
             return super().__call__(*args, **kwargs)  # called directly, not as a task
         try:
             # Workers only remember revokes broadcast while they were up; the record is durable.
-            revoked = task_store.is_revoked(self.request.id)
+            revoked = task_records.is_revoked(self.request.id)
         except PyMongoError as exc:
             if is_outage(exc):
                 raise self._after_outage(exc) from exc
@@ -95,7 +96,7 @@ class RecordedTask(Task):
         except Exception as exc:
             if is_outage(exc):
                 raise self._after_outage(exc) from exc
-            self._record(states.FAILURE, error=task_store.error_of(exc))
+            self._record(states.FAILURE, error=task_records.error_of(exc))
             raise
         self._record(states.SUCCESS, result=retval)
         return retval
@@ -129,7 +130,7 @@ class RecordedTask(Task):
 
     def _record(self, state: str, result: Any = None, error: dict[str, str] | None = None) -> None:
         try:
-            task_store.finish(
+            task_records.finish(
                 self.request.id, state, self.request.hostname, self.request.retries, result=result, error=error
             )
         except PyMongoError:
@@ -138,7 +139,7 @@ class RecordedTask(Task):
 
     def on_retry(self, exc: BaseException, task_id: str, args: Any, kwargs: Any, einfo: Any) -> None:
         try:
-            task_store.record_retry(task_id, self.request.retries + 1, task_store.error_of(exc))
+            task_records.record_retry(task_id, self.request.retries + 1, task_records.error_of(exc))
         except PyMongoError:
             log.warning("could not record retry", exc_info=True)
 
@@ -180,7 +181,7 @@ def generate_report(self: RecordedTask, tag: str | None = None, name_prefix: str
         "created_at": datetime.now(UTC),
         **summary,
     }
-    db.collection(db.REPORTS).replace_one({"_id": self.request.id}, document, upsert=True)
+    mongo.collection(mongo.REPORTS).replace_one({"_id": self.request.id}, document, upsert=True)
     return {"report_id": self.request.id, "items": summary["items"]}
 
 
@@ -232,7 +233,7 @@ def cleanup() -> dict[str, int]:
     """Remove expired task records with their Redis results, reports past retention, and
     expired idempotency keys."""
     now = datetime.now(UTC)
-    tasks = db.collection(db.TASKS)
+    tasks = mongo.collection(mongo.TASKS)
     backend = celery_app.backend
     removed_tasks = removed_results = 0
     for _ in range(CLEANUP_MAX_BATCHES):
@@ -243,10 +244,10 @@ def cleanup() -> dict[str, int]:
         removed_results += backend.client.delete(*(backend.get_key_for_task(task_id) for task_id in ids))
         removed_tasks += tasks.delete_many({"_id": {"$in": ids}, "expires_at": {"$lt": now}}).deleted_count
     cutoff = now - timedelta(days=settings.report_retention_days)
-    removed_reports = db.collection(db.REPORTS).delete_many({"created_at": {"$lt": cutoff}}).deleted_count
+    removed_reports = mongo.collection(mongo.REPORTS).delete_many({"created_at": {"$lt": cutoff}}).deleted_count
     # MongoDB's TTL index removes them too; servers without TTL indexes rely on this.
-    removed_keys = db.collection(db.IDEMPOTENCY_KEYS).delete_many({"expires_at": {"$lt": now}}).deleted_count
+    removed_keys = mongo.collection(mongo.IDEMPOTENCY_KEYS).delete_many({"expires_at": {"$lt": now}}).deleted_count
     summary = {"tasks": removed_tasks, "results": removed_results, "reports": removed_reports, "keys": removed_keys}
-    db.collection(db.MAINTENANCE).insert_one({"at": now, "task": "cleanup", "removed": summary})
+    mongo.collection(mongo.MAINTENANCE).insert_one({"at": now, "task": "cleanup", "removed": summary})
     log.info("cleanup finished", extra={"removed": summary})
     return summary

@@ -20,7 +20,7 @@ from fastapi import FastAPI, HTTPException
 
 from app.api.deps import WRITE_ACCESS
 from app.core.config import get_settings
-from app.db import collection
+from app.data.mongo import collection
 from app.tasks import PROCESS_SALT, canonical_bytes
 
 app = FastAPI(openapi_url=None, docs_url=None, redoc_url=None)

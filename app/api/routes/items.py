@@ -9,7 +9,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pymongo.errors import DuplicateKeyError
 
-from app import cache, idempotency, item_store
+from app import idempotency
 from app.api.deps import (
     AUTH_ERRORS,
     BODY_ERRORS,
@@ -23,6 +23,7 @@ from app.api.deps import (
 )
 from app.api.json_body import StrictJSONRoute
 from app.core.config import get_settings
+from app.data import cache, item_store
 from app.idempotency import IdempotencyKey, Outcome
 from app.schemas import Item, ItemCreate, ItemPage, ItemUpdate, ObjectIdStr
 
