@@ -23,7 +23,7 @@ schema = schemathesis.openapi.from_dict(app.openapi())
 def purge_generated_work(stack):
     yield
     # Generated submits may have queued minutes of work; later tests need idle workers.
-    from app.celery_app import celery_app
+    from app.worker.celery_app import celery_app
 
     with celery_app.connection_for_write() as connection:
         celery_app.control.purge(connection=connection)

@@ -174,8 +174,8 @@ def test_a_revoked_task_still_queued_never_runs(api, stack, mongo):
 def test_a_status_read_as_the_task_ends_carries_the_worker_and_finish_time(stack):
     # The API reads the record, then the live result; a task can end in between. The worker
     # records the outcome before Celery stores the live result, which status() relies on.
-    from app.celery_app import celery_app
     from app.data import task_records
+    from app.worker.celery_app import celery_app
 
     task_id = str(uuid.uuid4())
     task_records.issue(task_id, "process", "heavy")

@@ -88,7 +88,7 @@ def finish(
 
 def dead_lettered(task_id: str, *, task: str, queue: str | None, message: str, deliveries: int, reason: str) -> bool:
     """Record a task that reached the dead-letter queue: FAILURE with the reason, and its message
-    (`message`: its JSON [args, kwargs]) for `python -m app.dead_letters resend`. False when the
+    (`message`: its JSON [args, kwargs]) for `python -m app.worker.dead_letters resend`. False when the
     record had already ended (or expired)."""
     now = _now()
     cause = (

@@ -80,7 +80,7 @@ def publish(threads: int, seconds: float) -> dict:
     """A message to the default queue through the app's producer pool, with the broker's
     confirm, as a submit publishes; Celery's built-in `accumulate`, which the workers run
     and drop at once."""
-    from app.celery_app import celery_app
+    from app.worker.celery_app import celery_app
 
     def send(_: random.Random) -> None:
         celery_app.send_task("celery.accumulate", args=(1,), queue="default", ignore_result=True)
@@ -97,7 +97,7 @@ def tasks(threads: int, seconds: float) -> dict:
 
     from app.data import task_records
     from app.publishing import publish
-    from app.tasks import process_data
+    from app.worker.tasks import process_data
 
     issued: list[str] = []
     lock = threading.Lock()

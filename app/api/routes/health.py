@@ -13,9 +13,9 @@ from fastapi.responses import JSONResponse
 from kombu import Connection
 
 from app import __version__
-from app.celery_app import celery_app
 from app.core.config import get_settings
 from app.data import cache, mongo
+from app.worker.celery_app import celery_app
 
 router = APIRouter(tags=["health"])
 

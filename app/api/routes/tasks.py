@@ -19,7 +19,7 @@ from fastapi.responses import JSONResponse
 from kombu.exceptions import OperationalError
 from pydantic import BaseModel
 
-from app import callout, idempotency, metrics, tasks
+from app import idempotency, metrics
 from app.api.deps import (
     AUTH_ERRORS,
     BODY_ERRORS,
@@ -32,12 +32,13 @@ from app.api.deps import (
     WRITE_ACCESS,
 )
 from app.api.json_body import StrictJSONRoute
-from app.celery_app import celery_app
 from app.data import task_records
 from app.errors import DependencyUnavailable
 from app.idempotency import IdempotencyKey, Outcome
 from app.publishing import publish
 from app.schemas import NotifyRequest, ProcessRequest, ReportRequest, TaskAccepted, TaskStatus
+from app.worker import callout, tasks
+from app.worker.celery_app import celery_app
 
 router = APIRouter(prefix="/api", tags=["tasks"], route_class=StrictJSONRoute)
 

@@ -2,13 +2,13 @@
 
 A task delivered TASK_MAX_DELIVERIES times without being acknowledged (it crashed its worker,
 or its worker lost the broker, each time) is moved by RabbitMQ to the dead-letter queue
-(app/celery_app.py). Every worker also consumes that queue (`DeadLetterRecorder`): the task's
+(app/worker/celery_app.py). Every worker also consumes that queue (`DeadLetterRecorder`): the task's
 record turns FAILURE with the reason, and keeps the message, so that
 
-    python -m app.dead_letters list
-    python -m app.dead_letters resend TASK_ID [TASK_ID ...]     (or --all)
+    python -m app.worker.dead_letters list
+    python -m app.worker.dead_letters resend TASK_ID [TASK_ID ...]     (or --all)
 
-show them and send them again (in compose: `docker compose exec worker python -m app.dead_letters list`).
+show them and send them again (in compose: `docker compose exec worker python -m app.worker.dead_letters list`).
 """
 
 from __future__ import annotations
@@ -24,9 +24,9 @@ from kombu import Consumer, Exchange, Queue
 from kombu.message import Message
 from pymongo.errors import PyMongoError
 
-from app.celery_app import DEAD_LETTER_EXCHANGE, DEAD_LETTER_QUEUE, celery_app
 from app.core.config import get_settings
 from app.data import task_records
+from app.worker.celery_app import DEAD_LETTER_EXCHANGE, DEAD_LETTER_QUEUE, celery_app
 
 log = logging.getLogger(__name__)
 
@@ -93,7 +93,7 @@ def resend(task_id: str) -> str | None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m app.dead_letters", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m app.worker.dead_letters", description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="command", required=True)
     commands.add_parser("list", help="the dead-lettered tasks, oldest first")
     again = commands.add_parser("resend", help="send dead-lettered tasks again")

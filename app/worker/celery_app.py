@@ -6,7 +6,7 @@ waits for the broker's confirm, and a task is acknowledged only after it finishe
 
 Nothing runs forever either: a task delivered TASK_MAX_DELIVERIES times without being
 acknowledged (its worker died, or lost the broker, each time) goes to the dead-letter queue,
-where workers record it as failed (app/dead_letters.py). And nothing grows without bound: past
+where workers record it as failed (app/worker/dead_letters.py). And nothing grows without bound: past
 TASK_QUEUE_MAX_LENGTH messages, a queue refuses new ones and submits answer 503.
 """
 
@@ -35,7 +35,7 @@ DEAD_LETTER_QUEUE = "dead-letters"
 class LiveStateBackend(RedisBackend):
     """Celery's results in Redis, as the live view of tasks (state, progress, result) only.
 
-    A task's outcome is recorded in MongoDB first (app/tasks.py), so a write here that cannot
+    A task's outcome is recorded in MongoDB first (app/worker/tasks.py), so a write here that cannot
     reach Redis is logged and dropped instead of failing the task: STARTED, a progress report,
     RETRY, or even the result (the record has it) must not turn work into a failure.
     """
@@ -75,10 +75,10 @@ def _crontab(expression: str) -> crontab:
 
 def create_celery() -> Celery:
     settings = get_settings()
-    app = Celery(settings.app_name, broker=settings.celery_broker_url, include=["app.tasks"])
+    app = Celery(settings.app_name, broker=settings.celery_broker_url, include=["app.worker.tasks"])
     # Redis at CELERY_RESULT_BACKEND, through LiveStateBackend ("class+url"; a backend_cls,
     # since Celery would otherwise take the bare URL from the environment variable).
-    app.backend_cls = f"app.celery_app:LiveStateBackend+{settings.celery_result_backend}"
+    app.backend_cls = f"app.worker.celery_app:LiveStateBackend+{settings.celery_result_backend}"
     # A topic exchange: RabbitMQ's native delayed delivery (countdowns on quorum queues) needs
     # one; routing keys are the queue names.
     exchange = Exchange("tasks", type="topic", durable=True)
@@ -125,8 +125,8 @@ def create_celery() -> Celery:
         redis_retry_on_timeout=False,
         # Beat: RedBeat keeps the schedule in Redis and holds a lock, so a second beat
         # instance waits as a standby instead of sending every periodic task twice
-        # (app.beat: the same, riding out a Redis outage).
-        beat_scheduler="app.beat:ResilientRedBeatScheduler",
+        # (app.worker.beat: the same, riding out a Redis outage).
+        beat_scheduler="app.worker.beat:ResilientRedBeatScheduler",
         redbeat_redis_url=settings.celery_result_backend,
         # Bounded calls, so a tick during a network partition fails (and is retried) rather than hangs.
         redbeat_redis_options={
@@ -160,7 +160,7 @@ def _worker_role(**_: object) -> None:
 
 
 celery_app = create_celery()
-# Workers also consume the dead-letter queue, to record what arrives there (app/dead_letters.py).
-celery_app.steps["consumer"].add("app.dead_letters:DeadLetterRecorder")
-# Their liveness file for the container health check (app/worker_heartbeat.py).
-celery_app.steps["consumer"].add("app.worker_heartbeat:Heartbeat")
+# Workers also consume the dead-letter queue, to record what arrives there (app/worker/dead_letters.py).
+celery_app.steps["consumer"].add("app.worker.dead_letters:DeadLetterRecorder")
+# Their liveness file for the container health check (app/worker/heartbeat.py).
+celery_app.steps["consumer"].add("app.worker.heartbeat:Heartbeat")

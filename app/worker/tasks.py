@@ -23,10 +23,10 @@ from celery import Task, states
 from celery.exceptions import Ignore, Reject, Retry, SoftTimeLimitExceeded
 from pymongo.errors import ConnectionFailure, PyMongoError
 
-from app import callout
-from app.celery_app import HEAVY_QUEUE, celery_app
 from app.core.config import get_settings
 from app.data import item_store, mongo, task_records
+from app.worker import callout
+from app.worker.celery_app import HEAVY_QUEUE, celery_app
 
 log = logging.getLogger(__name__)
 settings = get_settings()
@@ -195,7 +195,7 @@ def generate_report(self: RecordedTask, tag: str | None = None, name_prefix: str
 def notify(self: RecordedTask, url: str, payload: dict[str, Any]) -> dict[str, Any]:
     """POST `payload` to `url`; the task id is sent as Idempotency-Key so retries are safe.
 
-    The URL must pass app/callout.py again here, at call time: the allow-list may have changed
+    The URL must pass app/worker/callout.py again here, at call time: the allow-list may have changed
     since the submit, and a name's addresses are checked when it is looked up, then used as is.
     """
     try:
