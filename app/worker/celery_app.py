@@ -31,6 +31,15 @@ HEAVY_QUEUE = "heavy"
 DEAD_LETTER_EXCHANGE = "dead-letters"
 DEAD_LETTER_QUEUE = "dead-letters"
 
+# The tasks' names: what messages, the routes, the beat schedule and dead letters carry. Fixed
+# strings that keep the module path the tasks were first deployed under (app.tasks), not names
+# derived from where the functions live now (app/worker/tasks.py): during a rolling deploy old
+# workers and new APIs (or the reverse) exchange messages, and must agree on them.
+PROCESS_DATA = "app.tasks.process_data"
+GENERATE_REPORT = "app.tasks.generate_report"
+NOTIFY = "app.tasks.notify"
+CLEANUP = "app.tasks.cleanup"
+
 
 class LiveStateBackend(RedisBackend):
     """Celery's results in Redis, as the live view of tasks (state, progress, result) only.
@@ -113,7 +122,7 @@ def create_celery() -> Celery:
         task_default_queue=DEFAULT_QUEUE,
         task_default_exchange="tasks",
         task_default_routing_key=DEFAULT_QUEUE,
-        task_routes={"app.tasks.process_data": {"queue": HEAVY_QUEUE, "routing_key": HEAVY_QUEUE}},
+        task_routes={PROCESS_DATA: {"queue": HEAVY_QUEUE, "routing_key": HEAVY_QUEUE}},
         task_soft_time_limit=settings.task_soft_time_limit_seconds,
         task_time_limit=settings.task_time_limit_seconds,
         task_track_started=True,
@@ -137,7 +146,7 @@ def create_celery() -> Celery:
         beat_max_loop_interval=min(30, settings.beat_lock_timeout_seconds // 2),
         beat_schedule={
             "cleanup-daily": {
-                "task": "app.tasks.cleanup",
+                "task": CLEANUP,
                 "schedule": _crontab(settings.cleanup_crontab),
                 "options": {"queue": DEFAULT_QUEUE},
             }

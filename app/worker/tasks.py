@@ -26,11 +26,12 @@ from pymongo.errors import ConnectionFailure, PyMongoError
 from app.core.config import get_settings
 from app.data import item_store, mongo, task_records
 from app.worker import callout
-from app.worker.celery_app import HEAVY_QUEUE, celery_app
+from app.worker.celery_app import CLEANUP, GENERATE_REPORT, HEAVY_QUEUE, NOTIFY, PROCESS_DATA, celery_app
 
 log = logging.getLogger(__name__)
 settings = get_settings()
 
+# Part of every digest process_data returns: never to change (it is the task's first name).
 PROCESS_SALT = b"app.tasks.process_data"
 PROGRESS_INTERVAL_SECONDS = 0.2
 CLEANUP_BATCH = 1000
@@ -148,7 +149,7 @@ def canonical_bytes(data: Any) -> bytes:
     return json.dumps(data, sort_keys=True, separators=(",", ":")).encode()
 
 
-@celery_app.task(bind=True, base=RecordedTask, name="app.tasks.process_data", queue=HEAVY_QUEUE)
+@celery_app.task(bind=True, base=RecordedTask, name=PROCESS_DATA, queue=HEAVY_QUEUE)
 def process_data(self: RecordedTask, data: Any, iterations: int) -> dict[str, Any]:
     """Chain `iterations` rounds of PBKDF2-SHA256 over the canonical JSON of `data`."""
     rounds = settings.process_rounds_per_iteration
@@ -171,7 +172,7 @@ def process_data(self: RecordedTask, data: Any, iterations: int) -> dict[str, An
 
 
 # MongoDB being unavailable is an outage (RecordedTask): retried for as long as it lasts.
-@celery_app.task(bind=True, base=RecordedTask, name="app.tasks.generate_report", **RETRY_OPTIONS)
+@celery_app.task(bind=True, base=RecordedTask, name=GENERATE_REPORT, **RETRY_OPTIONS)
 def generate_report(self: RecordedTask, tag: str | None = None, name_prefix: str | None = None) -> dict[str, Any]:
     """Aggregate the matching items and store the report; a redelivery overwrites, never duplicates."""
     summary = item_store.report(item_store.item_filter(tag, name_prefix))
@@ -188,7 +189,7 @@ def generate_report(self: RecordedTask, tag: str | None = None, name_prefix: str
 @celery_app.task(
     bind=True,
     base=RecordedTask,
-    name="app.tasks.notify",
+    name=NOTIFY,
     autoretry_for=(TransientCalloutError, httpx.TransportError),
     **RETRY_OPTIONS,
 )
@@ -228,7 +229,7 @@ def notify(self: RecordedTask, url: str, payload: dict[str, Any]) -> dict[str, A
     return {"status_code": response.status_code, "attempts": attempt}
 
 
-@celery_app.task(name="app.tasks.cleanup", autoretry_for=(ConnectionFailure,), **RETRY_OPTIONS)
+@celery_app.task(name=CLEANUP, autoretry_for=(ConnectionFailure,), **RETRY_OPTIONS)
 def cleanup() -> dict[str, int]:
     """Remove expired task records with their Redis results, reports past retention, and
     expired idempotency keys."""
