@@ -383,7 +383,7 @@ class ApiServer(AppProcess):
         }
 
     def command(self) -> list[str]:
-        return [sys.executable, "-m", "gunicorn", "-c", "python:app.gunicorn_conf", "app.main:app"]
+        return [sys.executable, "-m", "gunicorn", "-c", "python:app.api.gunicorn_conf", "app.api.main:app"]
 
     @property
     def url(self) -> str:

@@ -12,7 +12,7 @@ from hypothesis import HealthCheck, settings
 from schemathesis.specs.openapi.checks import positive_data_acceptance
 
 from app.api.json_body import INT64_MAX, INT64_MIN, MAX_DEPTH
-from app.main import app
+from app.api.main import app
 
 # The schema comes from the app object (the server is not up at import time); every
 # generated request goes over HTTP to the gunicorn server of the session stack.

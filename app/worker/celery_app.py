@@ -108,7 +108,7 @@ def create_celery() -> Celery:
         broker_transport_options={"confirm_publish": True},
         broker_connection_timeout=settings.broker_timeout_seconds,
         # A pooled connection for each thread of the API's thread pool (anyio's 40), so a publish
-        # never waits for another one to end (app/publishing.py bounds each publish instead).
+        # never waits for another one to end (app/api/publishing.py bounds each publish instead).
         broker_pool_limit=40,
         broker_connection_retry_on_startup=True,
         broker_heartbeat=30,

@@ -95,8 +95,8 @@ def tasks(threads: int, seconds: float) -> dict:
     waited for. Its rate is tasks finished per second, its latency submitted to finished."""
     import uuid
 
+    from app.api.publishing import publish
     from app.data import task_records
-    from app.publishing import publish
     from app.worker.tasks import process_data
 
     issued: list[str] = []

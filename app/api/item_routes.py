@@ -9,7 +9,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pymongo.errors import DuplicateKeyError
 
-from app import idempotency
+from app.api import idempotency
 from app.api.deps import (
     AUTH_ERRORS,
     BODY_ERRORS,
@@ -21,11 +21,11 @@ from app.api.deps import (
     UNAVAILABLE,
     WRITE_ACCESS,
 )
+from app.api.idempotency import IdempotencyKey, Outcome
 from app.api.json_body import StrictJSONRoute
+from app.api.schemas import Item, ItemCreate, ItemPage, ItemUpdate, ObjectIdStr
 from app.core.config import get_settings
 from app.data import cache, item_store
-from app.idempotency import IdempotencyKey, Outcome
-from app.schemas import Item, ItemCreate, ItemPage, ItemUpdate, ObjectIdStr
 
 router = APIRouter(prefix="/api/items", tags=["items"], route_class=StrictJSONRoute)
 

@@ -1,4 +1,4 @@
-"""The FastAPI application: `gunicorn -c python:app.gunicorn_conf app.main:app`."""
+"""The FastAPI application: `gunicorn -c python:app.api.gunicorn_conf app.api.main:app`."""
 
 from __future__ import annotations
 
@@ -9,12 +9,12 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 from pymongo.errors import PyMongoError
 
-from app import __version__, errors, publishing
-from app.api.routes import health, items, metrics, tasks
+from app import __version__
+from app.api import errors, health_routes, item_routes, metrics_routes, publishing, task_routes
+from app.api.middleware import RequestContextMiddleware
 from app.core.config import get_settings
 from app.core.logging import configure_logging
 from app.data import mongo
-from app.middleware import RequestContextMiddleware
 
 log = logging.getLogger(__name__)
 
@@ -43,7 +43,7 @@ def create_app() -> FastAPI:
     publishing.bound_broker_io()
     errors.install(app)
     app.add_middleware(RequestContextMiddleware, max_body_bytes=settings.max_body_bytes, access_log=settings.access_log)
-    for module in (health, items, tasks, metrics):
+    for module in (health_routes, item_routes, task_routes, metrics_routes):
         app.include_router(module.router)
     return app
 

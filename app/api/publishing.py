@@ -14,8 +14,8 @@ from amqp.exceptions import MessageNacked
 from celery import Task
 from kombu.exceptions import LimitExceeded, OperationalError
 
+from app.api.errors import DependencyUnavailable
 from app.core.config import get_settings
-from app.errors import DependencyUnavailable
 from app.worker.celery_app import celery_app
 
 BROKER_DOWN = "The message broker is unavailable; the task was not queued."

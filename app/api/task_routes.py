@@ -19,7 +19,7 @@ from fastapi.responses import JSONResponse
 from kombu.exceptions import OperationalError
 from pydantic import BaseModel
 
-from app import idempotency, metrics
+from app.api import idempotency
 from app.api.deps import (
     AUTH_ERRORS,
     BODY_ERRORS,
@@ -31,12 +31,13 @@ from app.api.deps import (
     UNAVAILABLE,
     WRITE_ACCESS,
 )
+from app.api.errors import DependencyUnavailable
+from app.api.idempotency import IdempotencyKey, Outcome
 from app.api.json_body import StrictJSONRoute
+from app.api.publishing import publish
+from app.api.schemas import NotifyRequest, ProcessRequest, ReportRequest, TaskAccepted, TaskStatus
+from app.core import metrics
 from app.data import task_records
-from app.errors import DependencyUnavailable
-from app.idempotency import IdempotencyKey, Outcome
-from app.publishing import publish
-from app.schemas import NotifyRequest, ProcessRequest, ReportRequest, TaskAccepted, TaskStatus
 from app.worker import callout, tasks
 from app.worker.celery_app import celery_app
 

@@ -1,8 +1,8 @@
-"""Gunicorn settings: `gunicorn -c python:app.gunicorn_conf app.main:app`.
+"""Gunicorn settings: `gunicorn -c python:app.api.gunicorn_conf app.api.main:app`.
 
 Tunables come from the environment (documented in `.env.example`): BIND, WEB_CONCURRENCY,
 GUNICORN_TIMEOUT, GUNICORN_GRACEFUL_TIMEOUT, GUNICORN_KEEPALIVE, GUNICORN_MAX_REQUESTS,
-GUNICORN_MAX_REQUESTS_JITTER, GUNICORN_DRAIN_SECONDS (app/gunicorn_worker.py),
+GUNICORN_MAX_REQUESTS_JITTER, GUNICORN_DRAIN_SECONDS (app/api/gunicorn_worker.py),
 PROMETHEUS_MULTIPROC_DIR, LOG_LEVEL.
 """
 
@@ -27,7 +27,7 @@ def _int(name: str, default: int) -> int:
 
 bind = os.environ.get("BIND", "0.0.0.0:8000")
 # uvicorn's worker, draining kept-alive connections when it is recycled or stopped.
-worker_class = "app.gunicorn_worker.DrainingUvicornWorker"
+worker_class = "app.api.gunicorn_worker.DrainingUvicornWorker"
 # Endpoints block on MongoDB in a thread pool, so a worker per core plus one keeps the
 # cores busy while others wait on I/O; cap it for large hosts, override with WEB_CONCURRENCY.
 workers = _int("WEB_CONCURRENCY", min(2 * (os.cpu_count() or 1) + 1, 16))
