@@ -75,6 +75,16 @@ def queue_arguments(settings: Settings) -> dict[str, object]:
     return arguments
 
 
+def retry_policy(settings: Settings) -> dict[str, object]:
+    """How the tasks that retry (generate_report, notify, cleanup) do: TASK_MAX_RETRIES, TASK_RETRY_*."""
+    return {
+        "max_retries": settings.task_max_retries,
+        "retry_backoff": settings.task_retry_backoff_seconds,
+        "retry_backoff_max": settings.task_retry_backoff_max_seconds,
+        "retry_jitter": settings.task_retry_jitter,
+    }
+
+
 def _crontab(expression: str) -> crontab:
     minute, hour, day_of_month, month_of_year, day_of_week = expression.split()
     return crontab(
@@ -125,6 +135,9 @@ def create_celery() -> Celery:
         task_routes={PROCESS_DATA: {"queue": HEAVY_QUEUE, "routing_key": HEAVY_QUEUE}},
         task_soft_time_limit=settings.task_soft_time_limit_seconds,
         task_time_limit=settings.task_time_limit_seconds,
+        # Set on each of these tasks when Celery creates it (app/worker/tasks.py), as if given to
+        # its decorator; process_data has no retries of its own.
+        task_annotations={name: retry_policy(settings) for name in (GENERATE_REPORT, NOTIFY, CLEANUP)},
         task_track_started=True,
         # Results: Redis, one hour; the task record in MongoDB keeps the outcome longer.
         result_expires=settings.result_ttl_seconds,

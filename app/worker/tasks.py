@@ -5,6 +5,9 @@
 - `notify` (default queue): POSTs to an allowed URL; transient failures are retried with
   exponential backoff (and jitter, by default).
 - `cleanup` (daily, from beat): removes expired task records and what the tasks left behind.
+
+Their names and their retry policy (TASK_MAX_RETRIES, TASK_RETRY_*) are set with the Celery app
+(app/worker/celery_app.py); settings are read when a task runs.
 """
 
 from __future__ import annotations
@@ -29,20 +32,12 @@ from app.worker import callout
 from app.worker.celery_app import CLEANUP, GENERATE_REPORT, HEAVY_QUEUE, NOTIFY, PROCESS_DATA, celery_app
 
 log = logging.getLogger(__name__)
-settings = get_settings()
 
 # Part of every digest process_data returns: never to change (it is the task's first name).
 PROCESS_SALT = b"app.tasks.process_data"
 PROGRESS_INTERVAL_SECONDS = 0.2
 CLEANUP_BATCH = 1000
 CLEANUP_MAX_BATCHES = 100
-
-RETRY_OPTIONS: dict[str, Any] = {
-    "max_retries": settings.task_max_retries,
-    "retry_backoff": settings.task_retry_backoff_seconds,
-    "retry_backoff_max": settings.task_retry_backoff_max_seconds,
-    "retry_jitter": settings.task_retry_jitter,
-}
 
 
 class TransientCalloutError(Exception):
@@ -152,7 +147,7 @@ def canonical_bytes(data: Any) -> bytes:
 @celery_app.task(bind=True, base=RecordedTask, name=PROCESS_DATA, queue=HEAVY_QUEUE)
 def process_data(self: RecordedTask, data: Any, iterations: int) -> dict[str, Any]:
     """Chain `iterations` rounds of PBKDF2-SHA256 over the canonical JSON of `data`."""
-    rounds = settings.process_rounds_per_iteration
+    rounds = get_settings().process_rounds_per_iteration
     payload = canonical_bytes(data)
     digest = hashlib.sha256(payload).digest()
     last_report = 0.0
@@ -172,7 +167,7 @@ def process_data(self: RecordedTask, data: Any, iterations: int) -> dict[str, An
 
 
 # MongoDB being unavailable is an outage (RecordedTask): retried for as long as it lasts.
-@celery_app.task(bind=True, base=RecordedTask, name=GENERATE_REPORT, **RETRY_OPTIONS)
+@celery_app.task(bind=True, base=RecordedTask, name=GENERATE_REPORT)
 def generate_report(self: RecordedTask, tag: str | None = None, name_prefix: str | None = None) -> dict[str, Any]:
     """Aggregate the matching items and store the report; a redelivery overwrites, never duplicates."""
     summary = item_store.report(item_store.item_filter(tag, name_prefix))
@@ -191,7 +186,6 @@ def generate_report(self: RecordedTask, tag: str | None = None, name_prefix: str
     base=RecordedTask,
     name=NOTIFY,
     autoretry_for=(TransientCalloutError, httpx.TransportError),
-    **RETRY_OPTIONS,
 )
 def notify(self: RecordedTask, url: str, payload: dict[str, Any]) -> dict[str, Any]:
     """POST `payload` to `url`; the task id is sent as Idempotency-Key so retries are safe.
@@ -210,7 +204,7 @@ def notify(self: RecordedTask, url: str, payload: dict[str, Any]) -> dict[str, A
         (parts.scheme, f"[{address}]:{port}" if ":" in address else f"{address}:{port}", parts.path, parts.query, "")
     )
     attempt = self.request.retries - self.outage_retries + 1
-    with httpx.Client(timeout=settings.callout_timeout_seconds, follow_redirects=False) as client:
+    with httpx.Client(timeout=get_settings().callout_timeout_seconds, follow_redirects=False) as client:
         response = client.post(
             target,
             json=payload,
@@ -229,7 +223,7 @@ def notify(self: RecordedTask, url: str, payload: dict[str, Any]) -> dict[str, A
     return {"status_code": response.status_code, "attempts": attempt}
 
 
-@celery_app.task(name=CLEANUP, autoretry_for=(ConnectionFailure,), **RETRY_OPTIONS)
+@celery_app.task(name=CLEANUP, autoretry_for=(ConnectionFailure,))
 def cleanup() -> dict[str, int]:
     """Remove expired task records with their Redis results, reports past retention, and
     expired idempotency keys."""
@@ -244,7 +238,7 @@ def cleanup() -> dict[str, int]:
         # Results normally expired after an hour already; delete any that did not.
         removed_results += backend.client.delete(*(backend.get_key_for_task(task_id) for task_id in ids))
         removed_tasks += tasks.delete_many({"_id": {"$in": ids}, "expires_at": {"$lt": now}}).deleted_count
-    cutoff = now - timedelta(days=settings.report_retention_days)
+    cutoff = now - timedelta(days=get_settings().report_retention_days)
     removed_reports = mongo.collection(mongo.REPORTS).delete_many({"created_at": {"$lt": cutoff}}).deleted_count
     # MongoDB's TTL index removes them too; servers without TTL indexes rely on this.
     removed_keys = mongo.collection(mongo.IDEMPOTENCY_KEYS).delete_many({"expires_at": {"$lt": now}}).deleted_count
