@@ -43,8 +43,16 @@ def create_app() -> FastAPI:
     publishing.bound_broker_io()
     errors.install(app)
     app.add_middleware(RequestContextMiddleware, max_body_bytes=settings.max_body_bytes, access_log=settings.access_log)
-    for module in (health_routes, item_routes, task_routes, metrics_routes):
-        app.include_router(module.router)
+    routers = [
+        health_routes.router,
+        item_routes.router,
+        item_routes.read_router(settings),
+        task_routes.router,
+        task_routes.read_router(settings),
+        metrics_routes.router,
+    ]
+    for router in routers:
+        app.include_router(router)
     return app
 
 

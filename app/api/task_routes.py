@@ -26,10 +26,9 @@ from app.api.deps import (
     CONFLICT,
     IDEMPOTENCY_ERRORS,
     NOT_FOUND,
-    READ_ACCESS,
-    READ_AUTH_ERRORS,
     UNAVAILABLE,
     WRITE_ACCESS,
+    read_access,
 )
 from app.api.errors import DependencyUnavailable
 from app.api.idempotency import IdempotencyKey, Outcome
@@ -37,6 +36,7 @@ from app.api.json_body import StrictJSONRoute
 from app.api.publishing import publish
 from app.api.schemas import NotifyRequest, ProcessRequest, ReportRequest, TaskAccepted, TaskStatus
 from app.core import metrics
+from app.core.config import Settings
 from app.data import task_records
 from app.worker import callout, tasks
 from app.worker.celery_app import celery_app
@@ -121,16 +121,6 @@ def _record(task_id: uuid.UUID) -> dict[str, Any]:
     return record
 
 
-@router.get(
-    "/tasks/{task_id}",
-    response_model=TaskStatus,
-    dependencies=READ_ACCESS,
-    responses={**READ_AUTH_ERRORS, **NOT_FOUND, **UNAVAILABLE},
-)
-def get_task(task_id: TaskId) -> dict[str, Any]:
-    return task_records.status(_record(task_id))
-
-
 @router.delete(
     "/tasks/{task_id}",
     response_model=TaskStatus,
@@ -152,3 +142,15 @@ def revoke_task(task_id: TaskId) -> dict[str, Any]:
     if revoked is None:  # it finished between the two reads
         return task_records.status(_record(task_id))
     return task_records.status(revoked)
+
+
+def read_router(settings: Settings) -> APIRouter:
+    """The status route: behind the API key when AUTH_PROTECT_READS is on; declared when the app
+    is created, as the item reads are (app/api/item_routes.py)."""
+    reads = APIRouter(prefix=router.prefix, tags=["tasks"], route_class=StrictJSONRoute, **read_access(settings))
+
+    @reads.get("/tasks/{task_id}", response_model=TaskStatus, responses={**NOT_FOUND, **UNAVAILABLE})
+    def get_task(task_id: TaskId) -> dict[str, Any]:
+        return task_records.status(_record(task_id))
+
+    return reads
