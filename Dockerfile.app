@@ -41,4 +41,4 @@ USER app
 EXPOSE 8000
 # One check for every role: APP_ROLE (api, worker, beat) says what to probe.
 HEALTHCHECK --interval=15s --timeout=10s --start-period=20s --retries=3 CMD ["python", "-m", "app.healthcheck"]
-CMD ["gunicorn", "-c", "python:app.gunicorn_conf", "app.main:app"]
+CMD ["gunicorn", "-c", "python:app.api.gunicorn_conf", "app.api.main:app"]

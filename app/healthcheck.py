@@ -20,9 +20,9 @@ def api() -> bool:
 
 def worker() -> bool:
     # A worker node on this host (celery@<host>, or a named one like heavy@<host>) is consuming:
-    # its consumer touched its file lately (app/worker_heartbeat.py). Nothing is sent to the broker.
+    # its consumer touched its file lately (app/worker/heartbeat.py). Nothing is sent to the broker.
     from app.core.config import get_settings
-    from app.worker_heartbeat import fresh_nodes
+    from app.worker.heartbeat import fresh_nodes
 
     return bool(fresh_nodes(get_settings().worker_heartbeat_dir))
 
@@ -31,7 +31,7 @@ def beat() -> bool:
     # Beat is healthy when it holds RedBeat's lock (a standby waiting for it is not).
     from redbeat.schedulers import RedBeatConfig
 
-    from app.celery_app import celery_app
+    from app.worker.celery_app import celery_app
 
     return celery_app.backend.client.exists(RedBeatConfig(celery_app).lock_key) == 1
 

@@ -199,7 +199,7 @@ class RedisServer(Process):
 
 class RabbitMQServer(Process):
     """RabbitMQ with an administrator (its default user, no guest) and the app's own user and
-    vhost, made by app/broker_setup.py over the management API, as the compose stack does."""
+    vhost, made by app/worker/broker_setup.py over the management API, as the compose stack does."""
 
     name = "rabbitmq"
     ready_timeout = 60.0
@@ -266,7 +266,7 @@ class RabbitMQServer(Process):
 
     def start(self, wait: bool = True) -> RabbitMQServer:
         super().start(wait=True)
-        from app.broker_setup import ensure_app_account
+        from app.worker.broker_setup import ensure_app_account
 
         ensure_app_account(self.management_url, (self.admin_user, self.admin_password), self.url())
         return self
@@ -417,7 +417,7 @@ class CeleryWorker(AppProcess):
         return [sys.executable, "-m", *command, "--loglevel", "INFO"]
 
     def ready(self) -> bool:
-        from app.celery_app import celery_app
+        from app.worker.celery_app import celery_app
 
         # A fresh connection: a pooled one may be stale after a broker restart.
         with celery_app.connection_for_write() as connection:

@@ -287,7 +287,7 @@ def rabbitmq(facts: dict) -> tuple[str, dict]:
 
 CELERY_PROBE = """
 import json, socket
-from app.celery_app import celery_app
+from app.worker.celery_app import celery_app
 node = "celery@" + socket.gethostname()
 with celery_app.connection_for_write() as connection:
     inspect = celery_app.control.inspect(destination=[node], timeout=3, connection=connection)

@@ -6,7 +6,7 @@
 #   1. one more replica is started from the current image, and waited on until healthy
 #      (nginx finds it by name within a second);
 #   2. the old one is stopped: it stops accepting, drains its connections and finishes what
-#      it took (app/gunicorn_worker.py), then is removed.
+#      it took (app/api/gunicorn_worker.py), then is removed.
 # Then the standby replica is brought to the current image.
 #
 # Usage: scripts/rollout.sh [docker compose options, e.g. -p NAME --env-file FILE]

@@ -8,9 +8,9 @@ import json
 import httpx
 import pytest
 
-from app import middleware
+from app.api import middleware
+from app.api.middleware import RequestContextMiddleware
 from app.core.logging import configure_logging
-from app.middleware import RequestContextMiddleware
 
 
 async def answering_app(scope, receive, send) -> None:

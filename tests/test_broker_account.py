@@ -1,5 +1,5 @@
 """The app's RabbitMQ account: its own user with rights on its own vhost and nothing more,
-set up by app/broker_setup.py with the administrator's account (as compose and make run do)."""
+set up by app/worker/broker_setup.py with the administrator's account (as compose and make run do)."""
 
 from __future__ import annotations
 
@@ -47,7 +47,7 @@ def run_setup(stack, **overrides: str) -> subprocess.CompletedProcess:
         **overrides,
     }
     return subprocess.run(
-        [sys.executable, "-m", "app.broker_setup"], env=env, capture_output=True, text=True, timeout=120
+        [sys.executable, "-m", "app.worker.broker_setup"], env=env, capture_output=True, text=True, timeout=120
     )
 
 

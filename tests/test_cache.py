@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from app.cache import item_key
+from app.data.cache import item_key
 
 
 def test_second_read_is_a_cache_hit(api, cache_redis, unique):

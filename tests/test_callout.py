@@ -6,8 +6,8 @@ from __future__ import annotations
 import pytest
 from helpers import wait_for_task
 
-from app import callout
-from app.callout import AllowList, CalloutRefused, Entry
+from app.worker import callout
+from app.worker.callout import AllowList, CalloutRefused, Entry
 
 
 def use(monkeypatch, *entries: str, ports: tuple[int, ...] = (443,)) -> None:

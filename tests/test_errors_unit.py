@@ -8,8 +8,8 @@ import json
 import httpx
 import pytest
 
+from app.api.middleware import RequestContextMiddleware
 from app.core.logging import configure_logging
-from app.middleware import RequestContextMiddleware
 
 
 async def failing_app(scope, receive, send) -> None:

@@ -159,7 +159,7 @@ def test_broker_down_refuses_submits_then_recovers(api, stack):
 
 
 def test_worker_killed_mid_task_the_task_is_redelivered_and_completes(api, stack):
-    from app.celery_app import celery_app
+    from app.worker.celery_app import celery_app
 
     task_id = api.post("/api/async/process", json={"data": "survive", "iterations": 1000}).json()["task_id"]
     wait_for(lambda: api.get(f"/api/tasks/{task_id}").json()["state"] == "PROGRESS", timeout=20, what="running")

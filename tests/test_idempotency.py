@@ -10,8 +10,8 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from bson import ObjectId
 
-from app.idempotency import fingerprint, key_id
-from app.schemas import ItemCreate
+from app.api.idempotency import fingerprint, key_id
+from app.api.schemas import ItemCreate
 
 
 def new_key() -> str:

@@ -13,8 +13,8 @@ from devstack.servers import CeleryBeat
 
 
 def test_cleanup_removes_what_expired_and_nothing_else(stack, mongo):
-    from app.celery_app import celery_app
-    from app.tasks import cleanup
+    from app.worker.celery_app import celery_app
+    from app.worker.tasks import cleanup
 
     now = datetime.now(UTC)
     results = stack.redis.client(1)
@@ -63,8 +63,8 @@ def test_cleanup_removes_what_expired_and_nothing_else(stack, mongo):
 
 
 def test_cleanup_is_scheduled_daily_at_two(monkeypatch):
-    from app.celery_app import create_celery
     from app.core.config import get_settings
+    from app.worker.celery_app import create_celery
 
     monkeypatch.delenv("CLEANUP_CRONTAB")
     get_settings.cache_clear()

@@ -12,7 +12,7 @@ from hypothesis import HealthCheck, settings
 from schemathesis.specs.openapi.checks import positive_data_acceptance
 
 from app.api.json_body import INT64_MAX, INT64_MIN, MAX_DEPTH
-from app.main import app
+from app.api.main import app
 
 # The schema comes from the app object (the server is not up at import time); every
 # generated request goes over HTTP to the gunicorn server of the session stack.
@@ -23,7 +23,7 @@ schema = schemathesis.openapi.from_dict(app.openapi())
 def purge_generated_work(stack):
     yield
     # Generated submits may have queued minutes of work; later tests need idle workers.
-    from app.celery_app import celery_app
+    from app.worker.celery_app import celery_app
 
     with celery_app.connection_for_write() as connection:
         celery_app.control.purge(connection=connection)

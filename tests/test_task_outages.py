@@ -69,7 +69,7 @@ def test_tasks_that_start_while_redis_is_down_finish(api, stack, mongo):
 
 
 def active_pid(task_id: str) -> int | None:
-    from app.celery_app import celery_app
+    from app.worker.celery_app import celery_app
 
     with celery_app.connection_for_write() as connection:
         active = celery_app.control.inspect(timeout=1, connection=connection).active() or {}
@@ -79,7 +79,7 @@ def active_pid(task_id: str) -> int | None:
 def dead_letters_cli(stack, *args: str) -> subprocess.CompletedProcess:
     env = {**os.environ, **stack.env, "PYTHONPATH": str(REPO_ROOT)}
     return subprocess.run(
-        [sys.executable, "-m", "app.dead_letters", *args], env=env, capture_output=True, text=True, timeout=60
+        [sys.executable, "-m", "app.worker.dead_letters", *args], env=env, capture_output=True, text=True, timeout=60
     )
 
 
@@ -108,7 +108,7 @@ def test_a_task_that_crashes_its_worker_three_times_is_dead_lettered_and_can_be_
 
 
 def test_a_full_queue_refuses_submits_with_503(api, stack, mongo):
-    from app.celery_app import celery_app
+    from app.worker.celery_app import celery_app
 
     bound = int(stack.env["TASK_QUEUE_MAX_LENGTH"])
     for worker in stack.workers:
@@ -147,8 +147,8 @@ def test_the_dead_letter_queue_exists_and_the_task_queues_carry_their_bounds(api
 def test_a_dead_letter_that_arrives_while_mongodb_is_down_is_recorded_once_it_is_back(stack, mongo, api):
     if stack.mongo is None:
         pytest.skip("MongoDB is external (TEST_MONGO_URL); this test stops the server it started itself")
-    from app.celery_app import celery_app
-    from app.dead_letters import dead_letter_queue
+    from app.worker.celery_app import celery_app
+    from app.worker.dead_letters import dead_letter_queue
 
     task_id = str(uuid.uuid4())
     now = datetime.now(UTC)

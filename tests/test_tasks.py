@@ -174,16 +174,16 @@ def test_a_revoked_task_still_queued_never_runs(api, stack, mongo):
 def test_a_status_read_as_the_task_ends_carries_the_worker_and_finish_time(stack):
     # The API reads the record, then the live result; a task can end in between. The worker
     # records the outcome before Celery stores the live result, which status() relies on.
-    from app import task_store
-    from app.celery_app import celery_app
+    from app.data import task_records
+    from app.worker.celery_app import celery_app
 
     task_id = str(uuid.uuid4())
-    task_store.issue(task_id, "process", "heavy")
-    read_before_the_end = task_store.get(task_id)
-    task_store.finish(task_id, "SUCCESS", "worker9@host", 0, result={"iterations": 1})
+    task_records.issue(task_id, "process", "heavy")
+    read_before_the_end = task_records.get(task_id)
+    task_records.finish(task_id, "SUCCESS", "worker9@host", 0, result={"iterations": 1})
     celery_app.backend.mark_as_done(task_id, {"iterations": 1})
 
-    view = task_store.status(read_before_the_end)
+    view = task_records.status(read_before_the_end)
     assert view["state"] == "SUCCESS" and view["result"] == {"iterations": 1}
     assert view["worker"] == "worker9@host" and view["finished_at"] is not None
 

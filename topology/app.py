@@ -2,7 +2,7 @@
 api, worker and beat, devstack): their commands, the queues a worker consumes, what their
 containers share, and the environment contract between a deployment and the app.
 
-The app's module paths (app.main, app.celery_app, ...) are written here, and outside app/
+The app's module paths (app.api.main, app.worker.celery_app, ...) are written here, and outside app/
 only in files a test checks against this one (docker-compose.yml, Dockerfile.app).
 
 Importing this module needs nothing but the standard library; the environment contract is
@@ -11,13 +11,13 @@ read from the app's Settings (pydantic-settings) when it is asked for.
 
 from __future__ import annotations
 
-ASGI_APP = "app.main:app"
-GUNICORN_CONFIG = "python:app.gunicorn_conf"
-CELERY_APP = "app.celery_app"
+ASGI_APP = "app.api.main:app"
+GUNICORN_CONFIG = "python:app.api.gunicorn_conf"
+CELERY_APP = "app.worker.celery_app"
 HEALTHCHECK_MODULE = "app.healthcheck"
 
 API_COMMAND = ("gunicorn", "-c", GUNICORN_CONFIG, ASGI_APP)
-# The app's task queues (app/celery_app.py declares them; a test checks): every worker consumes all.
+# The app's task queues (app/worker/celery_app.py declares them; a test checks): every worker consumes all.
 WORKER_QUEUES = ("default", "heavy")
 WORKER_OPTIONS = ("--without-gossip", "-O", "fair")
 BEAT_PIDFILE = "/tmp/celerybeat.pid"  # noqa: S108 - the container's private tmpfs

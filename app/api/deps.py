@@ -8,7 +8,7 @@ from typing import Any
 from fastapi import Depends
 from pydantic import BaseModel
 
-from app.core.config import get_settings
+from app.core.config import Settings
 from app.core.security import require_api_key
 
 
@@ -20,15 +20,10 @@ class DependencyErrorBody(ErrorBody):
     dependency: str
 
 
-_settings = get_settings()
-
-# Writes always need a key; reads only when AUTH_PROTECT_READS is on (read once at start-up,
-# so the OpenAPI schema says exactly what this server enforces).
+# Writes always need a key.
 WRITE_ACCESS = [Depends(require_api_key)]
-READ_ACCESS = WRITE_ACCESS if _settings.auth_protect_reads else []
 
 AUTH_ERRORS: dict[int | str, dict[str, Any]] = {401: {"model": ErrorBody, "description": "Missing or invalid API key"}}
-READ_AUTH_ERRORS = AUTH_ERRORS if _settings.auth_protect_reads else {}
 BODY_ERRORS: dict[int | str, dict[str, Any]] = {
     400: {"model": ErrorBody, "description": "The body could not be decoded"},
     413: {"model": ErrorBody, "description": "The body is larger than MAX_BODY_BYTES"},
@@ -47,3 +42,12 @@ NOT_FOUND: dict[int | str, dict[str, Any]] = {404: {"model": ErrorBody, "descrip
 CONFLICT: dict[int | str, dict[str, Any]] = {
     409: {"model": ErrorBody, "description": "Conflicts with the current state"}
 }
+
+
+def read_access(settings: Settings) -> dict[str, Any]:
+    """The options of a router of read routes: the key check and its 401 when AUTH_PROTECT_READS
+    is on, nothing otherwise. Given when the app is created, so that the OpenAPI schema says
+    exactly what this server enforces."""
+    if settings.auth_protect_reads:
+        return {"dependencies": WRITE_ACCESS, "responses": AUTH_ERRORS}
+    return {}

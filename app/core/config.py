@@ -110,7 +110,7 @@ class Settings(BaseSettings):
     # retries out; off, each delay is exactly the backoff.
     task_retry_jitter: bool = True
     # Where a worker's consumer keeps its liveness file for the container health check
-    # (app/worker_heartbeat.py); on the container's tmpfs, one directory per host.
+    # (app/worker/heartbeat.py); on the container's tmpfs, one directory per host.
     worker_heartbeat_dir: Path = Path("/tmp/celery-heartbeat")  # noqa: S108 - private tmpfs
     task_soft_time_limit_seconds: int = Field(300, ge=1)
     task_time_limit_seconds: int = Field(330, ge=1)
@@ -120,7 +120,7 @@ class Settings(BaseSettings):
     task_record_ttl_hours: int = Field(24, ge=1)
     report_retention_days: int = Field(7, ge=1)
     # Call-out task: only these hosts may be called (empty = call-outs disabled), on these ports;
-    # internal addresses only when an entry names them (app/callout.py).
+    # internal addresses only when an entry names them (app/worker/callout.py).
     callout_allowed_hosts: Annotated[list[str], NoDecode] = []
     callout_allowed_ports: Annotated[list[int], NoDecode] = [443]
     callout_timeout_seconds: float = Field(5.0, gt=0, le=60)
@@ -147,7 +147,7 @@ class Settings(BaseSettings):
     @field_validator("callout_allowed_hosts")
     @classmethod
     def _callout_entries(cls, value: list[str]) -> list[str]:
-        from app.callout import Entry  # the one place that knows what an entry may be
+        from app.worker.callout import Entry  # the one place that knows what an entry may be
 
         for entry in value:
             Entry.parse(entry)

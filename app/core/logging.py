@@ -54,7 +54,7 @@ def logging_config(level: str = "INFO") -> dict[str, Any]:
             # gunicorn's own loggers, so that the master and workers log JSON too.
             "gunicorn.error": {"handlers": ["stderr"], "level": level, "propagate": False},
             "gunicorn.access": {"handlers": [], "level": "WARNING", "propagate": False},
-            # uvicorn's access log is replaced by the app's JSON access log (app.middleware).
+            # uvicorn's access log is replaced by the app's JSON access log (app.api.middleware).
             "uvicorn.access": {"handlers": [], "level": "WARNING", "propagate": False},
             "pymongo": {"level": "WARNING"},
             "httpx": {"level": "WARNING"},

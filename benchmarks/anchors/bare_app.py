@@ -1,5 +1,5 @@
 """The bare FastAPI anchor: the same framework, server and gunicorn settings as the API (it
-runs under app.gunicorn_conf), with none of the app's work: no middleware, no database, no
+runs under app.api.gunicorn_conf), with none of the app's work: no middleware, no database, no
 logging per request. What the stack's /health could be at best."""
 
 from fastapi import FastAPI

@@ -20,8 +20,8 @@ from fastapi import FastAPI, HTTPException
 
 from app.api.deps import WRITE_ACCESS
 from app.core.config import get_settings
-from app.db import collection
-from app.tasks import PROCESS_SALT, canonical_bytes
+from app.data.mongo import collection
+from app.worker.tasks import PROCESS_SALT, canonical_bytes
 
 app = FastAPI(openapi_url=None, docs_url=None, redoc_url=None)
 # Every route checks the key, as the API's writes do.

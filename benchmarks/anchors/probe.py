@@ -68,7 +68,7 @@ def percentiles(latencies: list[float]) -> dict[str, float]:
 
 
 def find_one(threads: int, seconds: float, ids: list[str]) -> dict:
-    from app.db import collection
+    from app.data.mongo import collection
 
     items = collection("items")
     keys = [ObjectId(i) for i in ids]
@@ -80,7 +80,7 @@ def publish(threads: int, seconds: float) -> dict:
     """A message to the default queue through the app's producer pool, with the broker's
     confirm, as a submit publishes; Celery's built-in `accumulate`, which the workers run
     and drop at once."""
-    from app.celery_app import celery_app
+    from app.worker.celery_app import celery_app
 
     def send(_: random.Random) -> None:
         celery_app.send_task("celery.accumulate", args=(1,), queue="default", ignore_result=True)
@@ -95,16 +95,16 @@ def tasks(threads: int, seconds: float) -> dict:
     waited for. Its rate is tasks finished per second, its latency submitted to finished."""
     import uuid
 
-    from app import task_store
-    from app.publishing import publish
-    from app.tasks import process_data
+    from app.api.publishing import publish
+    from app.data import task_records
+    from app.worker.tasks import process_data
 
     issued: list[str] = []
     lock = threading.Lock()
 
     def send(_: random.Random) -> None:
         task_id = f"bench-{uuid.uuid4()}"
-        task_store.issue(task_id, "process", "default")
+        task_records.issue(task_id, "process", "default")
         publish(process_data, {"data": "bench", "iterations": 1}, task_id)
         with lock:
             issued.append(task_id)
@@ -113,7 +113,7 @@ def tasks(threads: int, seconds: float) -> dict:
     deadline = time.monotonic() + 300
     records: list[dict] = []
     while time.monotonic() < deadline:
-        records = [task_store.get(task_id) or {} for task_id in issued]
+        records = [task_records.get(task_id) or {} for task_id in issued]
         if all(record.get("finished_at") for record in records):
             break
         time.sleep(1)

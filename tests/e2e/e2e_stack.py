@@ -103,7 +103,7 @@ class ComposeStack:
         Asked from the standby API replica, which has the app and the broker's address and is
         idle, rather than from a worker busy with the very tasks this looks for."""
         standby = self.containers("api-standby")[0]
-        command = ["celery", "-A", "app.celery_app", "inspect", "active", "--json", "-t", "3"]
+        command = ["celery", "-A", "app.worker.celery_app", "inspect", "active", "--json", "-t", "3"]
         result = subprocess.run(["docker", "exec", standby, *command], capture_output=True, text=True, timeout=60)
         output = result.stdout.strip().splitlines()
         return json.loads(output[-1]) if output else {}

@@ -99,7 +99,7 @@ def test_the_release_tag_changes_with_the_image_content_and_only_then(source):
     (source / "app" / "__pycache__" / "main.cpython-311.pyc").write_bytes(b"\0")
     assert pushed_tag(run_program("dev", config)) == first, "files outside the image leave the tag alone"
 
-    main = source / "app" / "main.py"
+    main = source / "app" / "api" / "main.py"
     main.write_text(main.read_text() + "\n# a code change\n")
     second = pushed_tag(run_program("dev", config))
     assert second != first
@@ -110,7 +110,7 @@ def test_the_release_tag_changes_with_the_image_content_and_only_then(source):
 
 def test_the_build_context_is_what_docker_sends():
     files = release.context_files()
-    assert "requirements.txt" in files and "app/main.py" in files
+    assert "requirements.txt" in files and "app/api/main.py" in files
     assert all(name == "requirements.txt" or name.startswith("app/") for name in files)
     assert not [name for name in files if "__pycache__" in name or name.endswith(".pyc")]
 

@@ -145,7 +145,7 @@ def test_a_broken_image_stops_at_the_first_host_and_is_rolled_back(converged: La
     dockerfile = tmp_path / "Dockerfile"
     dockerfile.write_text(
         f"FROM microservices-app:{NEW_VERSION}\nUSER root\n"
-        "RUN printf '\\nraise SystemExit(\"this release is broken\")\\n' >> /srv/app/main.py\nUSER app\n"
+        "RUN printf '\\nraise SystemExit(\"this release is broken\")\\n' >> /srv/app/api/main.py\nUSER app\n"
     )
     subprocess.run(
         ["docker", "build", "-q", "-t", "microservices-app:broken", str(tmp_path)],

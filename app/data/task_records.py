@@ -17,8 +17,8 @@ from celery.result import AsyncResult
 from pymongo import ReturnDocument
 from pymongo.errors import DuplicateKeyError
 
-from app import db
 from app.core.config import get_settings
+from app.data import mongo
 
 FINAL_STATES = frozenset({"SUCCESS", "FAILURE", "REVOKED"})
 
@@ -32,7 +32,7 @@ def issue(task_id: str, kind: str, queue: str) -> bool:
     now = _now()
     expires_at = now + timedelta(hours=get_settings().task_record_ttl_hours)
     try:
-        db.collection(db.TASKS).insert_one(
+        mongo.collection(mongo.TASKS).insert_one(
             {
                 "_id": task_id,
                 "kind": kind,
@@ -50,17 +50,17 @@ def issue(task_id: str, kind: str, queue: str) -> bool:
 
 def discard(task_id: str) -> None:
     """Forget a record whose message could not be published."""
-    db.collection(db.TASKS).delete_one({"_id": task_id})
+    mongo.collection(mongo.TASKS).delete_one({"_id": task_id})
 
 
 def get(task_id: str) -> dict[str, Any] | None:
-    return db.collection(db.TASKS).find_one({"_id": task_id})
+    return mongo.collection(mongo.TASKS).find_one({"_id": task_id})
 
 
 def record_retry(task_id: str, retries: int, error: dict[str, str]) -> None:
     # Celery calls this after the next attempt is published; with a short delay that attempt
     # may already have run, so a late call never lowers the count or reopens a final state.
-    tasks = db.collection(db.TASKS)
+    tasks = mongo.collection(mongo.TASKS)
     tasks.update_one({"_id": task_id}, {"$max": {"retries": retries}})
     tasks.update_one(
         {"_id": task_id, "state": {"$nin": list(FINAL_STATES)}, "retries": retries},
@@ -77,7 +77,7 @@ def finish(
     error: dict[str, str] | None = None,
 ) -> None:
     # A revoked record stays revoked even if the task managed to finish.
-    db.collection(db.TASKS).update_one(
+    mongo.collection(mongo.TASKS).update_one(
         {"_id": task_id, "state": {"$ne": "REVOKED"}},
         {
             "$set": {"state": state, "result": result, "error": error, "worker": worker, "finished_at": _now()},
@@ -88,7 +88,7 @@ def finish(
 
 def dead_lettered(task_id: str, *, task: str, queue: str | None, message: str, deliveries: int, reason: str) -> bool:
     """Record a task that reached the dead-letter queue: FAILURE with the reason, and its message
-    (`message`: its JSON [args, kwargs]) for `python -m app.dead_letters resend`. False when the
+    (`message`: its JSON [args, kwargs]) for `python -m app.worker.dead_letters resend`. False when the
     record had already ended (or expired)."""
     now = _now()
     cause = (
@@ -96,7 +96,7 @@ def dead_lettered(task_id: str, *, task: str, queue: str | None, message: str, d
         if reason == "delivery_limit"
         else f"dead-lettered by the broker ({reason})"
     )
-    result = db.collection(db.TASKS).update_one(
+    result = mongo.collection(mongo.TASKS).update_one(
         {"_id": task_id, "state": {"$nin": list(FINAL_STATES)}},
         {
             "$set": {
@@ -112,12 +112,12 @@ def dead_lettered(task_id: str, *, task: str, queue: str | None, message: str, d
 
 
 def dead_letters() -> list[dict[str, Any]]:
-    return list(db.collection(db.TASKS).find({"dead_letter": {"$exists": True}}).sort("dead_letter.at", 1))
+    return list(mongo.collection(mongo.TASKS).find({"dead_letter": {"$exists": True}}).sort("dead_letter.at", 1))
 
 
 def take_dead_letter(task_id: str) -> dict[str, Any] | None:
     """Turn a dead-lettered record back into a queued one; returns it as it was (None if it was not)."""
-    return db.collection(db.TASKS).find_one_and_update(
+    return mongo.collection(mongo.TASKS).find_one_and_update(
         {"_id": task_id, "dead_letter": {"$exists": True}},
         {"$set": {"state": "PENDING"}, "$unset": {"dead_letter": "", "error": "", "finished_at": "", "worker": ""}},
         return_document=ReturnDocument.BEFORE,
@@ -125,12 +125,12 @@ def take_dead_letter(task_id: str) -> dict[str, Any] | None:
 
 
 def restore_dead_letter(record: dict[str, Any]) -> None:
-    db.collection(db.TASKS).replace_one({"_id": record["_id"]}, record)
+    mongo.collection(mongo.TASKS).replace_one({"_id": record["_id"]}, record)
 
 
 def mark_revoked(task_id: str) -> dict[str, Any] | None:
     """Mark an unfinished task revoked; returns the updated record, or None if it already finished."""
-    return db.collection(db.TASKS).find_one_and_update(
+    return mongo.collection(mongo.TASKS).find_one_and_update(
         {"_id": task_id, "state": {"$nin": list(FINAL_STATES)}},
         {"$set": {"state": "REVOKED", "finished_at": _now()}},
         return_document=ReturnDocument.AFTER,
@@ -138,7 +138,7 @@ def mark_revoked(task_id: str) -> dict[str, Any] | None:
 
 
 def is_revoked(task_id: str) -> bool:
-    return db.collection(db.TASKS).count_documents({"_id": task_id, "state": "REVOKED"}, limit=1) > 0
+    return mongo.collection(mongo.TASKS).count_documents({"_id": task_id, "state": "REVOKED"}, limit=1) > 0
 
 
 def error_of(exc: BaseException | Any) -> dict[str, str]:

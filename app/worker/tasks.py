@@ -5,6 +5,9 @@
 - `notify` (default queue): POSTs to an allowed URL; transient failures are retried with
   exponential backoff (and jitter, by default).
 - `cleanup` (daily, from beat): removes expired task records and what the tasks left behind.
+
+Their names and their retry policy (TASK_MAX_RETRIES, TASK_RETRY_*) are set with the Celery app
+(app/worker/celery_app.py); settings are read when a task runs.
 """
 
 from __future__ import annotations
@@ -23,24 +26,18 @@ from celery import Task, states
 from celery.exceptions import Ignore, Reject, Retry, SoftTimeLimitExceeded
 from pymongo.errors import ConnectionFailure, PyMongoError
 
-from app import callout, db, item_store, task_store
-from app.celery_app import HEAVY_QUEUE, celery_app
 from app.core.config import get_settings
+from app.data import item_store, mongo, task_records
+from app.worker import callout
+from app.worker.celery_app import CLEANUP, GENERATE_REPORT, HEAVY_QUEUE, NOTIFY, PROCESS_DATA, celery_app
 
 log = logging.getLogger(__name__)
-settings = get_settings()
 
+# Part of every digest process_data returns: never to change (it is the task's first name).
 PROCESS_SALT = b"app.tasks.process_data"
 PROGRESS_INTERVAL_SECONDS = 0.2
 CLEANUP_BATCH = 1000
 CLEANUP_MAX_BATCHES = 100
-
-RETRY_OPTIONS: dict[str, Any] = {
-    "max_retries": settings.task_max_retries,
-    "retry_backoff": settings.task_retry_backoff_seconds,
-    "retry_backoff_max": settings.task_retry_backoff_max_seconds,
-    "retry_jitter": settings.task_retry_jitter,
-}
 
 
 class TransientCalloutError(Exception):
@@ -79,7 +76,7 @@ class RecordedTask(Task):
             return super().__call__(*args, **kwargs)  # called directly, not as a task
         try:
             # Workers only remember revokes broadcast while they were up; the record is durable.
-            revoked = task_store.is_revoked(self.request.id)
+            revoked = task_records.is_revoked(self.request.id)
         except PyMongoError as exc:
             if is_outage(exc):
                 raise self._after_outage(exc) from exc
@@ -95,7 +92,7 @@ class RecordedTask(Task):
         except Exception as exc:
             if is_outage(exc):
                 raise self._after_outage(exc) from exc
-            self._record(states.FAILURE, error=task_store.error_of(exc))
+            self._record(states.FAILURE, error=task_records.error_of(exc))
             raise
         self._record(states.SUCCESS, result=retval)
         return retval
@@ -129,7 +126,7 @@ class RecordedTask(Task):
 
     def _record(self, state: str, result: Any = None, error: dict[str, str] | None = None) -> None:
         try:
-            task_store.finish(
+            task_records.finish(
                 self.request.id, state, self.request.hostname, self.request.retries, result=result, error=error
             )
         except PyMongoError:
@@ -138,7 +135,7 @@ class RecordedTask(Task):
 
     def on_retry(self, exc: BaseException, task_id: str, args: Any, kwargs: Any, einfo: Any) -> None:
         try:
-            task_store.record_retry(task_id, self.request.retries + 1, task_store.error_of(exc))
+            task_records.record_retry(task_id, self.request.retries + 1, task_records.error_of(exc))
         except PyMongoError:
             log.warning("could not record retry", exc_info=True)
 
@@ -147,10 +144,10 @@ def canonical_bytes(data: Any) -> bytes:
     return json.dumps(data, sort_keys=True, separators=(",", ":")).encode()
 
 
-@celery_app.task(bind=True, base=RecordedTask, name="app.tasks.process_data", queue=HEAVY_QUEUE)
+@celery_app.task(bind=True, base=RecordedTask, name=PROCESS_DATA, queue=HEAVY_QUEUE)
 def process_data(self: RecordedTask, data: Any, iterations: int) -> dict[str, Any]:
     """Chain `iterations` rounds of PBKDF2-SHA256 over the canonical JSON of `data`."""
-    rounds = settings.process_rounds_per_iteration
+    rounds = get_settings().process_rounds_per_iteration
     payload = canonical_bytes(data)
     digest = hashlib.sha256(payload).digest()
     last_report = 0.0
@@ -170,7 +167,7 @@ def process_data(self: RecordedTask, data: Any, iterations: int) -> dict[str, An
 
 
 # MongoDB being unavailable is an outage (RecordedTask): retried for as long as it lasts.
-@celery_app.task(bind=True, base=RecordedTask, name="app.tasks.generate_report", **RETRY_OPTIONS)
+@celery_app.task(bind=True, base=RecordedTask, name=GENERATE_REPORT)
 def generate_report(self: RecordedTask, tag: str | None = None, name_prefix: str | None = None) -> dict[str, Any]:
     """Aggregate the matching items and store the report; a redelivery overwrites, never duplicates."""
     summary = item_store.report(item_store.item_filter(tag, name_prefix))
@@ -180,21 +177,20 @@ def generate_report(self: RecordedTask, tag: str | None = None, name_prefix: str
         "created_at": datetime.now(UTC),
         **summary,
     }
-    db.collection(db.REPORTS).replace_one({"_id": self.request.id}, document, upsert=True)
+    mongo.collection(mongo.REPORTS).replace_one({"_id": self.request.id}, document, upsert=True)
     return {"report_id": self.request.id, "items": summary["items"]}
 
 
 @celery_app.task(
     bind=True,
     base=RecordedTask,
-    name="app.tasks.notify",
+    name=NOTIFY,
     autoretry_for=(TransientCalloutError, httpx.TransportError),
-    **RETRY_OPTIONS,
 )
 def notify(self: RecordedTask, url: str, payload: dict[str, Any]) -> dict[str, Any]:
     """POST `payload` to `url`; the task id is sent as Idempotency-Key so retries are safe.
 
-    The URL must pass app/callout.py again here, at call time: the allow-list may have changed
+    The URL must pass app/worker/callout.py again here, at call time: the allow-list may have changed
     since the submit, and a name's addresses are checked when it is looked up, then used as is.
     """
     try:
@@ -208,7 +204,7 @@ def notify(self: RecordedTask, url: str, payload: dict[str, Any]) -> dict[str, A
         (parts.scheme, f"[{address}]:{port}" if ":" in address else f"{address}:{port}", parts.path, parts.query, "")
     )
     attempt = self.request.retries - self.outage_retries + 1
-    with httpx.Client(timeout=settings.callout_timeout_seconds, follow_redirects=False) as client:
+    with httpx.Client(timeout=get_settings().callout_timeout_seconds, follow_redirects=False) as client:
         response = client.post(
             target,
             json=payload,
@@ -227,12 +223,12 @@ def notify(self: RecordedTask, url: str, payload: dict[str, Any]) -> dict[str, A
     return {"status_code": response.status_code, "attempts": attempt}
 
 
-@celery_app.task(name="app.tasks.cleanup", autoretry_for=(ConnectionFailure,), **RETRY_OPTIONS)
+@celery_app.task(name=CLEANUP, autoretry_for=(ConnectionFailure,))
 def cleanup() -> dict[str, int]:
     """Remove expired task records with their Redis results, reports past retention, and
     expired idempotency keys."""
     now = datetime.now(UTC)
-    tasks = db.collection(db.TASKS)
+    tasks = mongo.collection(mongo.TASKS)
     backend = celery_app.backend
     removed_tasks = removed_results = 0
     for _ in range(CLEANUP_MAX_BATCHES):
@@ -242,11 +238,11 @@ def cleanup() -> dict[str, int]:
         # Results normally expired after an hour already; delete any that did not.
         removed_results += backend.client.delete(*(backend.get_key_for_task(task_id) for task_id in ids))
         removed_tasks += tasks.delete_many({"_id": {"$in": ids}, "expires_at": {"$lt": now}}).deleted_count
-    cutoff = now - timedelta(days=settings.report_retention_days)
-    removed_reports = db.collection(db.REPORTS).delete_many({"created_at": {"$lt": cutoff}}).deleted_count
+    cutoff = now - timedelta(days=get_settings().report_retention_days)
+    removed_reports = mongo.collection(mongo.REPORTS).delete_many({"created_at": {"$lt": cutoff}}).deleted_count
     # MongoDB's TTL index removes them too; servers without TTL indexes rely on this.
-    removed_keys = db.collection(db.IDEMPOTENCY_KEYS).delete_many({"expires_at": {"$lt": now}}).deleted_count
+    removed_keys = mongo.collection(mongo.IDEMPOTENCY_KEYS).delete_many({"expires_at": {"$lt": now}}).deleted_count
     summary = {"tasks": removed_tasks, "results": removed_results, "reports": removed_reports, "keys": removed_keys}
-    db.collection(db.MAINTENANCE).insert_one({"at": now, "task": "cleanup", "removed": summary})
+    mongo.collection(mongo.MAINTENANCE).insert_one({"at": now, "task": "cleanup", "removed": summary})
     log.info("cleanup finished", extra={"removed": summary})
     return summary

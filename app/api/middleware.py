@@ -19,9 +19,10 @@ import uuid
 from fastapi import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from app import lifecycle, metrics
+from app.api import lifecycle
+from app.api.errors import INTERNAL_ERROR_DETAIL
+from app.core import metrics
 from app.core.logging import request_id_var
-from app.errors import INTERNAL_ERROR_DETAIL
 
 access_log = logging.getLogger("app.access")
 log = logging.getLogger(__name__)

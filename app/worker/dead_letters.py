@@ -2,13 +2,13 @@
 
 A task delivered TASK_MAX_DELIVERIES times without being acknowledged (it crashed its worker,
 or its worker lost the broker, each time) is moved by RabbitMQ to the dead-letter queue
-(app/celery_app.py). Every worker also consumes that queue (`DeadLetterRecorder`): the task's
+(app/worker/celery_app.py). Every worker also consumes that queue (`DeadLetterRecorder`): the task's
 record turns FAILURE with the reason, and keeps the message, so that
 
-    python -m app.dead_letters list
-    python -m app.dead_letters resend TASK_ID [TASK_ID ...]     (or --all)
+    python -m app.worker.dead_letters list
+    python -m app.worker.dead_letters resend TASK_ID [TASK_ID ...]     (or --all)
 
-show them and send them again (in compose: `docker compose exec worker python -m app.dead_letters list`).
+show them and send them again (in compose: `docker compose exec worker python -m app.worker.dead_letters list`).
 """
 
 from __future__ import annotations
@@ -24,9 +24,9 @@ from kombu import Consumer, Exchange, Queue
 from kombu.message import Message
 from pymongo.errors import PyMongoError
 
-from app import task_store
-from app.celery_app import DEAD_LETTER_EXCHANGE, DEAD_LETTER_QUEUE, celery_app
 from app.core.config import get_settings
+from app.data import task_records
+from app.worker.celery_app import DEAD_LETTER_EXCHANGE, DEAD_LETTER_QUEUE, celery_app
 
 log = logging.getLogger(__name__)
 
@@ -55,7 +55,7 @@ class DeadLetterRecorder(bootsteps.ConsumerStep):
         task_id = headers.get("id")
         try:
             args, kwargs = body[0], body[1]
-            recorded = task_store.dead_lettered(
+            recorded = task_records.dead_lettered(
                 task_id,
                 task=headers.get("task"),
                 queue=deaths[0].get("queue"),
@@ -78,7 +78,7 @@ class DeadLetterRecorder(bootsteps.ConsumerStep):
 
 def resend(task_id: str) -> str | None:
     """Send a dead-lettered task again; None on success, else why not."""
-    record = task_store.take_dead_letter(task_id)
+    record = task_records.take_dead_letter(task_id)
     if record is None:
         return "not a dead-lettered task (unknown id, or already sent again)"
     dead = record["dead_letter"]
@@ -87,13 +87,13 @@ def resend(task_id: str) -> str | None:
         celery_app.backend.forget(task_id)  # the live state of its last, crashed attempt
         celery_app.send_task(dead["task"], args=args, kwargs=kwargs, task_id=task_id, queue=dead["queue"])
     except Exception as exc:  # noqa: BLE001 - reported, and the task stays dead-lettered
-        task_store.restore_dead_letter(record)
+        task_records.restore_dead_letter(record)
         return f"could not send it ({type(exc).__name__}: {exc}); it stays dead-lettered"
     return None
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m app.dead_letters", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m app.worker.dead_letters", description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="command", required=True)
     commands.add_parser("list", help="the dead-lettered tasks, oldest first")
     again = commands.add_parser("resend", help="send dead-lettered tasks again")
@@ -102,7 +102,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     try:
-        records = task_store.dead_letters()
+        records = task_records.dead_letters()
         if args.command == "list":
             print(f"{'TASK ID':36}  {'KIND':8}  {'QUEUE':8}  {'DEAD SINCE (UTC)':19}  DELIVERIES")
             for record in records:

@@ -30,8 +30,8 @@ from pydantic import BaseModel
 from pymongo import ReturnDocument
 from pymongo.errors import DuplicateKeyError, PyMongoError
 
-from app import db
 from app.core.config import get_settings
+from app.data import mongo
 
 HEADER = "Idempotency-Key"
 REPLAYED_HEADER = "Idempotent-Replayed"
@@ -104,7 +104,7 @@ def _in_progress(key: str, lease_until: datetime) -> HTTPException:
 
 def _claim(kept_as: str, key: str, body_print: str, new_id: Callable[[], str]) -> str | Outcome:
     """The resource id this attempt must use, or the answer kept for the key."""
-    keys = db.collection(db.IDEMPOTENCY_KEYS)
+    keys = mongo.collection(mongo.IDEMPOTENCY_KEYS)
     now = _now()
     resource_id = new_id()
     try:
@@ -146,7 +146,7 @@ def _claim(kept_as: str, key: str, body_print: str, new_id: Callable[[], str]) -
 def _release(kept_as: str) -> None:
     """No answer to keep (a dependency is down): the next attempt runs again, at once."""
     try:
-        db.collection(db.IDEMPOTENCY_KEYS).update_one({"_id": kept_as}, {"$set": {"lease_until": _now()}})
+        mongo.collection(mongo.IDEMPOTENCY_KEYS).update_one({"_id": kept_as}, {"$set": {"lease_until": _now()}})
     except PyMongoError:
         pass  # MongoDB is what failed: the lease runs out by itself
 
@@ -176,7 +176,7 @@ def respond(
     except BaseException:
         _release(kept_as)
         raise
-    db.collection(db.IDEMPOTENCY_KEYS).update_one(
+    mongo.collection(mongo.IDEMPOTENCY_KEYS).update_one(
         {"_id": kept_as},
         {
             "$set": {

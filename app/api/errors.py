@@ -1,5 +1,5 @@
 """Errors that every route shares, answered as JSON: dependencies that are down become 503.
-Anything unhandled is answered 500 by the request middleware (app/middleware.py), which keeps
+Anything unhandled is answered 500 by the request middleware (app/api/middleware.py), which keeps
 the request id on the response and in the log line."""
 
 from __future__ import annotations

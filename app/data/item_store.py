@@ -11,7 +11,7 @@ from bson import ObjectId
 from pymongo import ReturnDocument
 from pymongo.errors import DuplicateKeyError
 
-from app import db
+from app.data import mongo
 
 SORT = [("created_at", pymongo.DESCENDING), ("_id", pymongo.DESCENDING)]
 
@@ -51,7 +51,7 @@ def create(fields: dict[str, Any], item_id: str) -> dict[str, Any]:
     Idempotency-Key) wrote it already, that item is the answer."""
     now = _now()
     document = {"_id": ObjectId(item_id), **fields, "created_at": now, "updated_at": now}
-    items = db.collection(db.ITEMS)
+    items = mongo.collection(mongo.ITEMS)
     try:
         items.insert_one(document)
     except DuplicateKeyError:
@@ -64,31 +64,31 @@ def create(fields: dict[str, Any], item_id: str) -> dict[str, Any]:
 
 async def read(item_id: str) -> dict[str, Any] | None:
     """One item, read on the event loop (PyMongo's async client): the API's hottest read."""
-    document = await db.async_collection(db.ITEMS).find_one({"_id": ObjectId(item_id)})
+    document = await mongo.async_collection(mongo.ITEMS).find_one({"_id": ObjectId(item_id)})
     return to_public(document) if document else None
 
 
 def page(query: dict[str, Any], limit: int, offset: int) -> tuple[list[dict[str, Any]], int]:
-    items = db.collection(db.ITEMS)
+    items = mongo.collection(mongo.ITEMS)
     documents = items.find(query).sort(SORT).skip(offset).limit(limit)
     return [to_public(d) for d in documents], items.count_documents(query)
 
 
 def update(item_id: str, fields: dict[str, Any]) -> dict[str, Any] | None:
     fields = {**fields, "updated_at": _now()}
-    document = db.collection(db.ITEMS).find_one_and_update(
+    document = mongo.collection(mongo.ITEMS).find_one_and_update(
         {"_id": ObjectId(item_id)}, {"$set": fields}, return_document=ReturnDocument.AFTER
     )
     return to_public(document) if document else None
 
 
 def delete(item_id: str) -> bool:
-    return db.collection(db.ITEMS).delete_one({"_id": ObjectId(item_id)}).deleted_count == 1
+    return mongo.collection(mongo.ITEMS).delete_one({"_id": ObjectId(item_id)}).deleted_count == 1
 
 
 def report(query: dict[str, Any]) -> dict[str, Any]:
     """Aggregate figures over the items matching `query`."""
-    items = db.collection(db.ITEMS)
+    items = mongo.collection(mongo.ITEMS)
     totals = list(
         items.aggregate(
             [

@@ -2,7 +2,7 @@
 
 from fastapi import APIRouter, Response
 
-from app import metrics
+from app.core import metrics
 
 router = APIRouter(tags=["metrics"])
 

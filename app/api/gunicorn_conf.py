@@ -1,9 +1,10 @@
-"""Gunicorn settings: `gunicorn -c python:app.gunicorn_conf app.main:app`.
+"""Gunicorn settings: `gunicorn -c python:app.api.gunicorn_conf app.api.main:app`.
 
-Tunables come from the environment (documented in `.env.example`): BIND, WEB_CONCURRENCY,
-GUNICORN_TIMEOUT, GUNICORN_GRACEFUL_TIMEOUT, GUNICORN_KEEPALIVE, GUNICORN_MAX_REQUESTS,
-GUNICORN_MAX_REQUESTS_JITTER, GUNICORN_DRAIN_SECONDS (app/gunicorn_worker.py),
-PROMETHEUS_MULTIPROC_DIR, LOG_LEVEL.
+The server's tunables come from the environment (documented in `.env.example`): BIND,
+WEB_CONCURRENCY, GUNICORN_TIMEOUT, GUNICORN_GRACEFUL_TIMEOUT, GUNICORN_KEEPALIVE,
+GUNICORN_MAX_REQUESTS, GUNICORN_MAX_REQUESTS_JITTER, GUNICORN_DRAIN_SECONDS
+(app/api/gunicorn_worker.py), PROMETHEUS_MULTIPROC_DIR. They are gunicorn's, read here in the
+master before the app exists. LOG_LEVEL is the app's, read as the app reads it (Settings).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ os.environ.setdefault("PROMETHEUS_MULTIPROC_DIR", os.path.join(tempfile.gettempd
 
 from prometheus_client import multiprocess  # noqa: E402
 
+from app.core.config import get_settings  # noqa: E402
 from app.core.logging import logging_config  # noqa: E402
 
 
@@ -27,7 +29,7 @@ def _int(name: str, default: int) -> int:
 
 bind = os.environ.get("BIND", "0.0.0.0:8000")
 # uvicorn's worker, draining kept-alive connections when it is recycled or stopped.
-worker_class = "app.gunicorn_worker.DrainingUvicornWorker"
+worker_class = "app.api.gunicorn_worker.DrainingUvicornWorker"
 # Endpoints block on MongoDB in a thread pool, so a worker per core plus one keeps the
 # cores busy while others wait on I/O; cap it for large hosts, override with WEB_CONCURRENCY.
 workers = _int("WEB_CONCURRENCY", min(2 * (os.cpu_count() or 1) + 1, 16))
@@ -47,7 +49,7 @@ proxy_allow_ips = forwarded_allow_ips
 # The JSON access log comes from the app (with request id and route template).
 accesslog = None
 errorlog = "-"
-logconfig_dict = logging_config(os.environ.get("LOG_LEVEL", "INFO"))
+logconfig_dict = logging_config(get_settings().log_level)
 
 
 def on_starting(server: object) -> None:
@@ -55,6 +57,12 @@ def on_starting(server: object) -> None:
     os.makedirs(path, exist_ok=True)
     for stale in glob.glob(os.path.join(path, "*.db")):  # a previous run's counts
         os.remove(stale)
+
+
+def post_fork(server: object, worker: object) -> None:
+    # A worker reads its settings afresh: not the master's copy, made once at its start (for
+    # LOG_LEVEL above), which every worker forked later (recycled, or after a HUP) would inherit.
+    get_settings.cache_clear()
 
 
 def child_exit(server: object, worker: object) -> None:

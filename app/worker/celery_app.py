@@ -6,7 +6,7 @@ waits for the broker's confirm, and a task is acknowledged only after it finishe
 
 Nothing runs forever either: a task delivered TASK_MAX_DELIVERIES times without being
 acknowledged (its worker died, or lost the broker, each time) goes to the dead-letter queue,
-where workers record it as failed (app/dead_letters.py). And nothing grows without bound: past
+where workers record it as failed (app/worker/dead_letters.py). And nothing grows without bound: past
 TASK_QUEUE_MAX_LENGTH messages, a queue refuses new ones and submits answer 503.
 """
 
@@ -20,9 +20,9 @@ from celery.backends.redis import RedisBackend
 from celery.schedules import crontab
 from kombu import Exchange, Queue
 
-from app import db
 from app.core.config import Settings, get_settings
 from app.core.logging import configure_logging
+from app.data import mongo
 
 log = logging.getLogger(__name__)
 
@@ -31,11 +31,20 @@ HEAVY_QUEUE = "heavy"
 DEAD_LETTER_EXCHANGE = "dead-letters"
 DEAD_LETTER_QUEUE = "dead-letters"
 
+# The tasks' names: what messages, the routes, the beat schedule and dead letters carry. Fixed
+# strings that keep the module path the tasks were first deployed under (app.tasks), not names
+# derived from where the functions live now (app/worker/tasks.py): during a rolling deploy old
+# workers and new APIs (or the reverse) exchange messages, and must agree on them.
+PROCESS_DATA = "app.tasks.process_data"
+GENERATE_REPORT = "app.tasks.generate_report"
+NOTIFY = "app.tasks.notify"
+CLEANUP = "app.tasks.cleanup"
+
 
 class LiveStateBackend(RedisBackend):
     """Celery's results in Redis, as the live view of tasks (state, progress, result) only.
 
-    A task's outcome is recorded in MongoDB first (app/tasks.py), so a write here that cannot
+    A task's outcome is recorded in MongoDB first (app/worker/tasks.py), so a write here that cannot
     reach Redis is logged and dropped instead of failing the task: STARTED, a progress report,
     RETRY, or even the result (the record has it) must not turn work into a failure.
     """
@@ -66,6 +75,16 @@ def queue_arguments(settings: Settings) -> dict[str, object]:
     return arguments
 
 
+def retry_policy(settings: Settings) -> dict[str, object]:
+    """How the tasks that retry (generate_report, notify, cleanup) do: TASK_MAX_RETRIES, TASK_RETRY_*."""
+    return {
+        "max_retries": settings.task_max_retries,
+        "retry_backoff": settings.task_retry_backoff_seconds,
+        "retry_backoff_max": settings.task_retry_backoff_max_seconds,
+        "retry_jitter": settings.task_retry_jitter,
+    }
+
+
 def _crontab(expression: str) -> crontab:
     minute, hour, day_of_month, month_of_year, day_of_week = expression.split()
     return crontab(
@@ -75,10 +94,10 @@ def _crontab(expression: str) -> crontab:
 
 def create_celery() -> Celery:
     settings = get_settings()
-    app = Celery(settings.app_name, broker=settings.celery_broker_url, include=["app.tasks"])
+    app = Celery(settings.app_name, broker=settings.celery_broker_url, include=["app.worker.tasks"])
     # Redis at CELERY_RESULT_BACKEND, through LiveStateBackend ("class+url"; a backend_cls,
     # since Celery would otherwise take the bare URL from the environment variable).
-    app.backend_cls = f"app.celery_app:LiveStateBackend+{settings.celery_result_backend}"
+    app.backend_cls = f"app.worker.celery_app:LiveStateBackend+{settings.celery_result_backend}"
     # A topic exchange: RabbitMQ's native delayed delivery (countdowns on quorum queues) needs
     # one; routing keys are the queue names.
     exchange = Exchange("tasks", type="topic", durable=True)
@@ -99,7 +118,7 @@ def create_celery() -> Celery:
         broker_transport_options={"confirm_publish": True},
         broker_connection_timeout=settings.broker_timeout_seconds,
         # A pooled connection for each thread of the API's thread pool (anyio's 40), so a publish
-        # never waits for another one to end (app/publishing.py bounds each publish instead).
+        # never waits for another one to end (app/api/publishing.py bounds each publish instead).
         broker_pool_limit=40,
         broker_connection_retry_on_startup=True,
         broker_heartbeat=30,
@@ -113,9 +132,12 @@ def create_celery() -> Celery:
         task_default_queue=DEFAULT_QUEUE,
         task_default_exchange="tasks",
         task_default_routing_key=DEFAULT_QUEUE,
-        task_routes={"app.tasks.process_data": {"queue": HEAVY_QUEUE, "routing_key": HEAVY_QUEUE}},
+        task_routes={PROCESS_DATA: {"queue": HEAVY_QUEUE, "routing_key": HEAVY_QUEUE}},
         task_soft_time_limit=settings.task_soft_time_limit_seconds,
         task_time_limit=settings.task_time_limit_seconds,
+        # Set on each of these tasks when Celery creates it (app/worker/tasks.py), as if given to
+        # its decorator; process_data has no retries of its own.
+        task_annotations={name: retry_policy(settings) for name in (GENERATE_REPORT, NOTIFY, CLEANUP)},
         task_track_started=True,
         # Results: Redis, one hour; the task record in MongoDB keeps the outcome longer.
         result_expires=settings.result_ttl_seconds,
@@ -125,8 +147,8 @@ def create_celery() -> Celery:
         redis_retry_on_timeout=False,
         # Beat: RedBeat keeps the schedule in Redis and holds a lock, so a second beat
         # instance waits as a standby instead of sending every periodic task twice
-        # (app.beat: the same, riding out a Redis outage).
-        beat_scheduler="app.beat:ResilientRedBeatScheduler",
+        # (app.worker.beat: the same, riding out a Redis outage).
+        beat_scheduler="app.worker.beat:ResilientRedBeatScheduler",
         redbeat_redis_url=settings.celery_result_backend,
         # Bounded calls, so a tick during a network partition fails (and is retried) rather than hangs.
         redbeat_redis_options={
@@ -137,7 +159,7 @@ def create_celery() -> Celery:
         beat_max_loop_interval=min(30, settings.beat_lock_timeout_seconds // 2),
         beat_schedule={
             "cleanup-daily": {
-                "task": "app.tasks.cleanup",
+                "task": CLEANUP,
                 "schedule": _crontab(settings.cleanup_crontab),
                 "options": {"queue": DEFAULT_QUEUE},
             }
@@ -156,11 +178,11 @@ def _json_logging(**_: object) -> None:
 @signals.worker_init.connect
 def _worker_role(**_: object) -> None:
     # Workers may run longer database operations than the API (see MONGO_WORKER_TIMEOUT_MS).
-    db.set_role("worker")
+    mongo.set_role("worker")
 
 
 celery_app = create_celery()
-# Workers also consume the dead-letter queue, to record what arrives there (app/dead_letters.py).
-celery_app.steps["consumer"].add("app.dead_letters:DeadLetterRecorder")
-# Their liveness file for the container health check (app/worker_heartbeat.py).
-celery_app.steps["consumer"].add("app.worker_heartbeat:Heartbeat")
+# Workers also consume the dead-letter queue, to record what arrives there (app/worker/dead_letters.py).
+celery_app.steps["consumer"].add("app.worker.dead_letters:DeadLetterRecorder")
+# Their liveness file for the container health check (app/worker/heartbeat.py).
+celery_app.steps["consumer"].add("app.worker.heartbeat:Heartbeat")

@@ -12,9 +12,10 @@ from fastapi import APIRouter
 from fastapi.responses import JSONResponse
 from kombu import Connection
 
-from app import __version__, cache, db
-from app.celery_app import celery_app
+from app import __version__
 from app.core.config import get_settings
+from app.data import cache, mongo
+from app.worker.celery_app import celery_app
 
 router = APIRouter(tags=["health"])
 
@@ -29,8 +30,8 @@ async def liveness() -> dict[str, str]:
 
 def _mongodb() -> None:
     with pymongo.timeout(CHECK_TIMEOUT_SECONDS):
-        db.get_client().admin.command("ping")
-    db.ensure_indexes()
+        mongo.get_client().admin.command("ping")
+    mongo.ensure_indexes()
 
 
 def _redis() -> None:

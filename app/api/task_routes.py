@@ -19,24 +19,27 @@ from fastapi.responses import JSONResponse
 from kombu.exceptions import OperationalError
 from pydantic import BaseModel
 
-from app import callout, idempotency, metrics, task_store, tasks
+from app.api import idempotency
 from app.api.deps import (
     AUTH_ERRORS,
     BODY_ERRORS,
     CONFLICT,
     IDEMPOTENCY_ERRORS,
     NOT_FOUND,
-    READ_ACCESS,
-    READ_AUTH_ERRORS,
     UNAVAILABLE,
     WRITE_ACCESS,
+    read_access,
 )
+from app.api.errors import DependencyUnavailable
+from app.api.idempotency import IdempotencyKey, Outcome
 from app.api.json_body import StrictJSONRoute
-from app.celery_app import celery_app
-from app.errors import DependencyUnavailable
-from app.idempotency import IdempotencyKey, Outcome
-from app.publishing import publish
-from app.schemas import NotifyRequest, ProcessRequest, ReportRequest, TaskAccepted, TaskStatus
+from app.api.publishing import publish
+from app.api.schemas import NotifyRequest, ProcessRequest, ReportRequest, TaskAccepted, TaskStatus
+from app.core import metrics
+from app.core.config import Settings
+from app.data import task_records
+from app.worker import callout, tasks
+from app.worker.celery_app import celery_app
 
 router = APIRouter(prefix="/api", tags=["tasks"], route_class=StrictJSONRoute)
 
@@ -73,14 +76,14 @@ def _submit(
     def submit(task_id: str) -> Outcome:
         _require_result_store()
         queue = celery_app.amqp.router.route({}, task.name)["queue"].name
-        issued = task_store.issue(task_id, kind, queue)
+        issued = task_records.issue(task_id, kind, queue)
         # A repeat of a key whose first attempt died: publish again only if the task never started.
-        if issued or task_store.get(task_id)["state"] == "PENDING":
+        if issued or task_records.get(task_id)["state"] == "PENDING":
             try:
                 publish(task, kwargs, task_id)
             except DependencyUnavailable:
                 if issued:
-                    task_store.discard(task_id)  # the record of a task that was never queued
+                    task_records.discard(task_id)  # the record of a task that was never queued
                 raise
         metrics.TASKS_SUBMITTED.labels(kind=kind).inc()
         accepted = TaskAccepted(task_id=task_id, kind=kind, state="PENDING", status_url=_status_url(task_id))
@@ -112,20 +115,10 @@ def submit_notify(body: NotifyRequest, request: Request, idempotency_key: Idempo
 
 
 def _record(task_id: uuid.UUID) -> dict[str, Any]:
-    record = task_store.get(str(task_id))
+    record = task_records.get(str(task_id))
     if record is None:
         raise HTTPException(status.HTTP_404_NOT_FOUND, detail=f"Unknown task {task_id}: this system never issued it.")
     return record
-
-
-@router.get(
-    "/tasks/{task_id}",
-    response_model=TaskStatus,
-    dependencies=READ_ACCESS,
-    responses={**READ_AUTH_ERRORS, **NOT_FOUND, **UNAVAILABLE},
-)
-def get_task(task_id: TaskId) -> dict[str, Any]:
-    return task_store.status(_record(task_id))
 
 
 @router.delete(
@@ -137,15 +130,27 @@ def get_task(task_id: TaskId) -> dict[str, Any]:
 def revoke_task(task_id: TaskId) -> dict[str, Any]:
     """Revoke a task: dropped if still queued, terminated if running."""
     record = _record(task_id)
-    current = task_store.status(record)
-    if current["state"] in task_store.FINAL_STATES:
+    current = task_records.status(record)
+    if current["state"] in task_records.FINAL_STATES:
         raise HTTPException(status.HTTP_409_CONFLICT, detail=f"Task {task_id} already finished ({current['state']}).")
     try:
         celery_app.control.revoke(str(task_id), terminate=True, signal="SIGTERM")
     except (OperationalError, OSError) as exc:
         detail = "The message broker is unavailable; the task was not revoked."
         raise DependencyUnavailable("rabbitmq", detail) from exc
-    revoked = task_store.mark_revoked(str(task_id))
+    revoked = task_records.mark_revoked(str(task_id))
     if revoked is None:  # it finished between the two reads
-        return task_store.status(_record(task_id))
-    return task_store.status(revoked)
+        return task_records.status(_record(task_id))
+    return task_records.status(revoked)
+
+
+def read_router(settings: Settings) -> APIRouter:
+    """The status route: behind the API key when AUTH_PROTECT_READS is on; declared when the app
+    is created, as the item reads are (app/api/item_routes.py)."""
+    reads = APIRouter(prefix=router.prefix, tags=["tasks"], route_class=StrictJSONRoute, **read_access(settings))
+
+    @reads.get("/tasks/{task_id}", response_model=TaskStatus, responses={**NOT_FOUND, **UNAVAILABLE})
+    def get_task(task_id: TaskId) -> dict[str, Any]:
+        return task_records.status(_record(task_id))
+
+    return reads

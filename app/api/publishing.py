@@ -14,9 +14,9 @@ from amqp.exceptions import MessageNacked
 from celery import Task
 from kombu.exceptions import LimitExceeded, OperationalError
 
-from app.celery_app import celery_app
+from app.api.errors import DependencyUnavailable
 from app.core.config import get_settings
-from app.errors import DependencyUnavailable
+from app.worker.celery_app import celery_app
 
 BROKER_DOWN = "The message broker is unavailable; the task was not queued."
 QUEUE_FULL = "The task queue is full (TASK_QUEUE_MAX_LENGTH); the task was not queued. Try again later."

@@ -1,4 +1,4 @@
-"""The app's account on RabbitMQ, set up with the broker's administrator: `python -m app.broker_setup`.
+"""The app's account on RabbitMQ, set up with the broker's administrator: `python -m app.worker.broker_setup`.
 
 The administrator (the broker's default user) stays with operators. The app gets a user of its
 own with every right on its own vhost and nothing else: no other vhost, no management tags.

@@ -26,7 +26,7 @@ import redis.retry
 from redis.backoff import NoBackoff
 from tenacity import Retrying, retry_if_exception_type, stop_after_attempt, wait_fixed
 
-from app import metrics
+from app.core import metrics
 from app.core.config import get_settings
 
 log = logging.getLogger(__name__)

@@ -1,7 +1,7 @@
 """Prometheus metrics.
 
 Under gunicorn every worker is its own process; `PROMETHEUS_MULTIPROC_DIR` (set by
-`app/gunicorn_conf.py` before any worker starts) makes prometheus-client keep the values in
+`app/api/gunicorn_conf.py` before any worker starts) makes prometheus-client keep the values in
 files that `/metrics` adds up across workers.
 """
 

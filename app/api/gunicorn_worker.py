@@ -6,7 +6,7 @@ one of them at that very moment: the request is lost, and nginx retries it elsew
 method is idempotent (a POST gets a 502). This worker drains instead:
 
 1. it stops accepting connections (the other workers, or the other replicas, take new ones);
-2. every response from then on says `Connection: close` (app/middleware.py), so the connection
+2. every response from then on says `Connection: close` (app/api/middleware.py), so the connection
    it answers on is closed by the server once the client knows not to reuse it;
 3. idle connections are left to the client, which closes them within its keep-alive timeout
    (nginx: 10 s, nginx/upstream.conf), for at most GUNICORN_DRAIN_SECONDS;
@@ -24,7 +24,7 @@ from gunicorn.arbiter import Arbiter
 from uvicorn.server import Server
 from uvicorn_worker import UvicornWorker
 
-from app import lifecycle
+from app.api import lifecycle
 
 # Longer than the load balancer's idle keep-alive timeout towards the API (nginx: 10 s).
 DEFAULT_DRAIN_SECONDS = 12.0

@@ -1,6 +1,12 @@
-"""Items: synchronous CRUD straight to MongoDB, single-item reads through the Redis cache."""
+"""Items: synchronous CRUD straight to MongoDB, single-item reads through the Redis cache.
 
-from __future__ import annotations
+Writes always need an API key (`router`). The reads depend on two settings that the OpenAPI schema
+states, AUTH_PROTECT_READS and ITEMS_PAGE_MAX, so their routes are declared by `read_router` when
+the app is created (app/api/main.py).
+"""
+
+# Without `from __future__ import annotations`: a read route's parameter is annotated with a bound
+# taken from the settings, which FastAPI must find as an object, not as a name in this module.
 
 from typing import Annotated
 
@@ -9,22 +15,22 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pymongo.errors import DuplicateKeyError
 
-from app import cache, idempotency, item_store
+from app.api import idempotency
 from app.api.deps import (
     AUTH_ERRORS,
     BODY_ERRORS,
     CONFLICT,
     IDEMPOTENCY_ERRORS,
     NOT_FOUND,
-    READ_ACCESS,
-    READ_AUTH_ERRORS,
     UNAVAILABLE,
     WRITE_ACCESS,
+    read_access,
 )
+from app.api.idempotency import IdempotencyKey, Outcome
 from app.api.json_body import StrictJSONRoute
-from app.core.config import get_settings
-from app.idempotency import IdempotencyKey, Outcome
-from app.schemas import Item, ItemCreate, ItemPage, ItemUpdate, ObjectIdStr
+from app.api.schemas import Item, ItemCreate, ItemPage, ItemUpdate, ObjectIdStr
+from app.core.config import Settings
+from app.data import cache, item_store
 
 router = APIRouter(prefix="/api/items", tags=["items"], route_class=StrictJSONRoute)
 
@@ -60,38 +66,6 @@ def create_item(body: ItemCreate, request: Request, idempotency_key: Idempotency
         )
 
     return idempotency.respond(request, idempotency_key, body, create, new_id=item_store.new_id)
-
-
-@router.get("", response_model=ItemPage, dependencies=READ_ACCESS, responses={**READ_AUTH_ERRORS, **UNAVAILABLE})
-def list_items(
-    limit: Annotated[int, Query(ge=1, le=get_settings().items_page_max, description="Page size.")] = 20,
-    offset: Annotated[int, Query(ge=0, le=MAX_OFFSET)] = 0,
-    tag: Annotated[str | None, Query(min_length=1, max_length=40, description="Only items with this tag.")] = None,
-    name_prefix: Annotated[str | None, Query(min_length=1, max_length=100)] = None,
-) -> dict:
-    """Newest first; ties broken by id, so pages are stable."""
-    items, total = item_store.page(item_store.item_filter(tag, name_prefix), limit, offset)
-    return {"items": items, "total": total, "limit": limit, "offset": offset}
-
-
-@router.get(
-    "/{item_id}",
-    response_model=Item,
-    dependencies=READ_ACCESS,
-    responses={**READ_AUTH_ERRORS, **NOT_FOUND, **UNAVAILABLE},
-)
-async def get_item(item_id: ObjectIdStr) -> Response:
-    """Read one item through the cache; `X-Cache` says HIT, MISS or BYPASS (Redis unavailable)."""
-
-    async def load() -> bytes | None:
-        item = await item_store.read(item_id)
-        return Item.model_validate(item).model_dump_json().encode() if item else None
-
-    # The API's hottest path: async end to end, and a cached body is sent as it is.
-    body, cache_status = await cache.read_through(item_id, load)
-    if body is None:
-        raise _not_found(item_id)
-    return Response(body, media_type="application/json", headers={"X-Cache": cache_status})
 
 
 @router.patch(
@@ -130,3 +104,37 @@ def delete_item(item_id: ObjectIdStr) -> Response:
     if not deleted:
         raise _not_found(item_id)
     return Response(status_code=status.HTTP_204_NO_CONTENT)
+
+
+def read_router(settings: Settings) -> APIRouter:
+    """The read routes: behind the API key when AUTH_PROTECT_READS is on, pages of at most
+    ITEMS_PAGE_MAX items."""
+    reads = APIRouter(prefix=router.prefix, tags=["items"], route_class=StrictJSONRoute, **read_access(settings))
+    page_size = Query(ge=1, le=settings.items_page_max, description="Page size.")
+
+    @reads.get("", response_model=ItemPage, responses=UNAVAILABLE)
+    def list_items(
+        limit: Annotated[int, page_size] = 20,
+        offset: Annotated[int, Query(ge=0, le=MAX_OFFSET)] = 0,
+        tag: Annotated[str | None, Query(min_length=1, max_length=40, description="Only items with this tag.")] = None,
+        name_prefix: Annotated[str | None, Query(min_length=1, max_length=100)] = None,
+    ) -> dict:
+        """Newest first; ties broken by id, so pages are stable."""
+        items, total = item_store.page(item_store.item_filter(tag, name_prefix), limit, offset)
+        return {"items": items, "total": total, "limit": limit, "offset": offset}
+
+    @reads.get("/{item_id}", response_model=Item, responses={**NOT_FOUND, **UNAVAILABLE})
+    async def get_item(item_id: ObjectIdStr) -> Response:
+        """Read one item through the cache; `X-Cache` says HIT, MISS or BYPASS (Redis unavailable)."""
+
+        async def load() -> bytes | None:
+            item = await item_store.read(item_id)
+            return Item.model_validate(item).model_dump_json().encode() if item else None
+
+        # The API's hottest path: async end to end, and a cached body is sent as it is.
+        body, cache_status = await cache.read_through(item_id, load)
+        if body is None:
+            raise _not_found(item_id)
+        return Response(body, media_type="application/json", headers={"X-Cache": cache_status})
+
+    return reads

@@ -1,4 +1,4 @@
-"""Where this process is in its life, shared by the server (app/gunicorn_worker.py) and the app."""
+"""Where this process is in its life, shared by the server (app/api/gunicorn_worker.py) and the app."""
 
 from __future__ import annotations
 

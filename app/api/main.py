@@ -1,4 +1,4 @@
-"""The FastAPI application: `gunicorn -c python:app.gunicorn_conf app.main:app`."""
+"""The FastAPI application: `gunicorn -c python:app.api.gunicorn_conf app.api.main:app`."""
 
 from __future__ import annotations
 
@@ -9,11 +9,12 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 from pymongo.errors import PyMongoError
 
-from app import __version__, db, errors, publishing
-from app.api.routes import health, items, metrics, tasks
+from app import __version__
+from app.api import errors, health_routes, item_routes, metrics_routes, publishing, task_routes
+from app.api.middleware import RequestContextMiddleware
 from app.core.config import get_settings
 from app.core.logging import configure_logging
-from app.middleware import RequestContextMiddleware
+from app.data import mongo
 
 log = logging.getLogger(__name__)
 
@@ -21,13 +22,13 @@ log = logging.getLogger(__name__)
 @asynccontextmanager
 async def lifespan(_: FastAPI) -> AsyncIterator[None]:
     try:
-        db.ensure_indexes()
+        mongo.ensure_indexes()
     except PyMongoError as exc:
         # Start anyway: readiness reports MongoDB, and the indexes are created on first use.
         log.warning("mongodb not reachable at start-up", extra={"error": str(exc)[:300]})
     yield
-    db.close_client()
-    await db.close_async_client()
+    mongo.close_client()
+    await mongo.close_async_client()
 
 
 def create_app() -> FastAPI:
@@ -42,8 +43,16 @@ def create_app() -> FastAPI:
     publishing.bound_broker_io()
     errors.install(app)
     app.add_middleware(RequestContextMiddleware, max_body_bytes=settings.max_body_bytes, access_log=settings.access_log)
-    for module in (health, items, tasks, metrics):
-        app.include_router(module.router)
+    routers = [
+        health_routes.router,
+        item_routes.router,
+        item_routes.read_router(settings),
+        task_routes.router,
+        task_routes.read_router(settings),
+        metrics_routes.router,
+    ]
+    for router in routers:
+        app.include_router(router)
     return app
 
 
