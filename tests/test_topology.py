@@ -195,7 +195,7 @@ def test_compose_hardens_app_containers_the_same_way():
 API_PORT_LITERALS = {
     "Dockerfile.app": [r"BIND=0\.0\.0\.0:(\d+)", r"^EXPOSE (\d+)$"],
     ".env.example": [r"^BIND=0\.0\.0\.0:(\d+)$"],
-    "app/gunicorn_conf.py": [r'"BIND", "0\.0\.0\.0:(\d+)"'],
+    "app/api/gunicorn_conf.py": [r'"BIND", "0\.0\.0\.0:(\d+)"'],
     "app/healthcheck.py": [r'"BIND", "0\.0\.0\.0:(\d+)"'],
     "nginx/upstream.conf": [r"^\s*server [\w.-]+:(\d+)"],
     "benchmarks/nginx-bench.conf": [r"^\s*server [\w.-]+:(\d+)"],
