@@ -19,17 +19,7 @@ from fastapi.responses import JSONResponse
 from kombu.exceptions import OperationalError
 from pydantic import BaseModel
 
-from app.api import idempotency
-from app.api.deps import (
-    AUTH_ERRORS,
-    BODY_ERRORS,
-    CONFLICT,
-    IDEMPOTENCY_ERRORS,
-    NOT_FOUND,
-    UNAVAILABLE,
-    WRITE_ACCESS,
-    read_access,
-)
+from app.api import deps, idempotency
 from app.api.errors import DependencyUnavailable
 from app.api.idempotency import IdempotencyKey, Outcome
 from app.api.json_body import StrictJSONRoute
@@ -47,8 +37,8 @@ TaskId = Annotated[uuid.UUID, Path(description="The task id returned by a submit
 _SUBMIT = {
     "status_code": status.HTTP_202_ACCEPTED,
     "response_model": TaskAccepted,
-    "dependencies": WRITE_ACCESS,
-    "responses": {**AUTH_ERRORS, **BODY_ERRORS, **IDEMPOTENCY_ERRORS, **UNAVAILABLE},
+    "dependencies": deps.WRITE_ACCESS,
+    "responses": {**deps.AUTH_ERRORS, **deps.BODY_ERRORS, **deps.IDEMPOTENCY_ERRORS, **deps.UNAVAILABLE},
 }
 
 
@@ -124,8 +114,8 @@ def _record(task_id: uuid.UUID) -> dict[str, Any]:
 @router.delete(
     "/tasks/{task_id}",
     response_model=TaskStatus,
-    dependencies=WRITE_ACCESS,
-    responses={**AUTH_ERRORS, **NOT_FOUND, **CONFLICT, **UNAVAILABLE},
+    dependencies=deps.WRITE_ACCESS,
+    responses={**deps.AUTH_ERRORS, **deps.NOT_FOUND, **deps.CONFLICT, **deps.UNAVAILABLE},
 )
 def revoke_task(task_id: TaskId) -> dict[str, Any]:
     """Revoke a task: dropped if still queued, terminated if running."""
@@ -147,9 +137,9 @@ def revoke_task(task_id: TaskId) -> dict[str, Any]:
 def read_router(settings: Settings) -> APIRouter:
     """The status route: behind the API key when AUTH_PROTECT_READS is on; declared when the app
     is created, as the item reads are (app/api/item_routes.py)."""
-    reads = APIRouter(prefix=router.prefix, tags=["tasks"], route_class=StrictJSONRoute, **read_access(settings))
+    reads = APIRouter(prefix=router.prefix, tags=["tasks"], route_class=StrictJSONRoute, **deps.read_access(settings))
 
-    @reads.get("/tasks/{task_id}", response_model=TaskStatus, responses={**NOT_FOUND, **UNAVAILABLE})
+    @reads.get("/tasks/{task_id}", response_model=TaskStatus, responses={**deps.NOT_FOUND, **deps.UNAVAILABLE})
     def get_task(task_id: TaskId) -> dict[str, Any]:
         return task_records.status(_record(task_id))
 
