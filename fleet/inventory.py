@@ -49,10 +49,14 @@ def ansible_inventory() -> str:
     raise InventoryError("ansible-inventory is not installed (pip install ansible); it reads the inventory")
 
 
-def read(inventory: str) -> dict[str, Any]:
-    """`ansible-inventory --list`, with the playbooks' group_vars (defaults such as the images)."""
+def require(inventory: str) -> None:
     if not Path(inventory).exists():
         raise InventoryError(f"inventory {inventory}: no such file")
+
+
+def read(inventory: str) -> dict[str, Any]:
+    """`ansible-inventory --list`, with the playbooks' group_vars (defaults such as the images)."""
+    require(inventory)
     result = subprocess.run(
         [ansible_inventory(), "-i", inventory, "--list", "--playbook-dir", str(REPO_ROOT / "ansible")],
         capture_output=True,

@@ -19,7 +19,7 @@ import sys
 import uuid
 from pathlib import Path
 
-from fleet.inventory import REPO_ROOT, InventoryError
+from fleet.inventory import REPO_ROOT, InventoryError, require
 
 ANSIBLE_DIR = REPO_ROOT / "ansible"
 
@@ -33,8 +33,7 @@ def ansible_playbook() -> str:
 
 def play(inventory: str, playbook: str, extra_vars: dict[str, object], quiet: bool = False) -> int:
     """ansible-playbook, its output shown as it comes (or kept back with `quiet`)."""
-    if not Path(inventory).exists():
-        raise InventoryError(f"inventory {inventory}: no such file")
+    require(inventory)
     command = [ansible_playbook(), "-i", inventory, str(ANSIBLE_DIR / playbook)]
     if extra_vars:
         command += ["-e", json.dumps(extra_vars)]
