@@ -116,6 +116,14 @@ class Lab:
     def fleet_command(self, *args: str) -> list[str]:
         return [str(BIN / "fleet"), *args, "-i", str(REPO_ROOT / "ansible/inventory/pulumi.py")]
 
+    def fleet_json(self, *args: str) -> dict:
+        """A read-only fleet verb's --json answer (stdout alone: warnings go to stderr)."""
+        result = subprocess.run(
+            self.fleet_command(*args, "--json"), capture_output=True, text=True, timeout=120, env=self.env
+        )
+        assert result.returncode == 0, result.stdout + result.stderr
+        return json.loads(result.stdout)
+
     def host(self, tier: str, index: int = 0) -> dict:
         return self.hosts(tier)[index]
 

@@ -4,7 +4,6 @@ across hosts (`fleet logs`), and `fleet health`."""
 
 from __future__ import annotations
 
-import json
 import secrets
 import subprocess
 import threading
@@ -14,14 +13,8 @@ import httpx
 from conftest import Lab
 
 
-def fleet_json(lab: Lab, *args: str) -> dict:
-    run = lab.fleet(*args, "--json", timeout=120)
-    assert run.returncode == 0, run.output[-3000:]
-    return json.loads(run.output)
-
-
 def test_details_names_what_runs_where_and_on_which_image(converged: Lab):
-    found = {host["host"]: host for host in fleet_json(converged, "details")["hosts"]}
+    found = {host["host"]: host for host in converged.fleet_json("details")["hosts"]}
     outputs = converged.outputs
     expected = {
         "lb": {"nginx"},
@@ -52,7 +45,7 @@ def test_details_names_what_runs_where_and_on_which_image(converged: Lab):
 
 
 def test_audit_merges_every_hosts_history_in_time_order(converged: Lab):
-    history = fleet_json(converged, "audit")["history"]
+    history = converged.fleet_json("audit")["history"]
     app_hosts = {h["name"] for tier in ("api", "workers") for h in converged.outputs["hosts"][tier]}
     assert {entry["host"] for entry in history} == app_hosts
     assert [e["time"] for e in history] == sorted(e["time"] for e in history)

@@ -99,9 +99,7 @@ def test_crud_and_async_across_hosts(converged: Lab):
 
 
 def deploy_lock(lab: Lab) -> dict | None:
-    details = subprocess.run(lab.fleet_command("details", "--json"), capture_output=True, text=True, env=lab.env)
-    assert details.returncode == 0, details.stdout + details.stderr
-    return json.loads(details.stdout)["deploy_lock"]
+    return lab.fleet_json("details")["deploy_lock"]
 
 
 def test_rolling_deploy_loses_no_request_and_a_second_deploy_meanwhile_is_refused(converged: Lab):
