@@ -11,10 +11,11 @@ FROM ${PYTHON_IMAGE} AS build
 ENV PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_NO_CACHE_DIR=1
 RUN python -m venv /opt/venv
 COPY requirements.txt /tmp/requirements.txt
-# Every dependency ships a wheel for CPython 3.11, so the runtime stage needs no compiler.
+# The lock (make lock): every package pinned, each file checked against its hash. Every one
+# ships a wheel for CPython 3.11, so the runtime stage needs no compiler.
 RUN --mount=type=secret,id=pip_ca,required=false \
     if [ -s /run/secrets/pip_ca ]; then export PIP_CERT=/run/secrets/pip_ca; fi; \
-    /opt/venv/bin/pip install --only-binary=:all: -r /tmp/requirements.txt
+    /opt/venv/bin/pip install --require-hashes --only-binary=:all: -r /tmp/requirements.txt
 
 FROM ${PYTHON_IMAGE} AS runtime
 ARG VERSION=0.1.0

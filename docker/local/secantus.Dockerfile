@@ -4,11 +4,12 @@
 # on mongo:7), and stand-ins for mongodump and mongorestore. Runs as a non-root user; data in /data/db.
 ARG PYTHON_IMAGE=local/python:3.11
 FROM ${PYTHON_IMAGE}
-ARG SECANTUS_VERSION=0.7.0b3
+# secantus.txt: the lock (make lock), at the version the tests run.
+COPY secantus.txt /tmp/secantus.txt
 RUN --mount=type=secret,id=pip_ca,required=false \
     if [ -s /run/secrets/pip_ca ]; then export PIP_CERT=/run/secrets/pip_ca; fi; \
     python -m venv /opt/secantus \
- && /opt/secantus/bin/pip install --no-cache-dir --disable-pip-version-check "SecantusDB==${SECANTUS_VERSION}"
+ && /opt/secantus/bin/pip install --no-cache-dir --disable-pip-version-check --require-hashes -r /tmp/secantus.txt
 RUN groupadd --system --gid 999 mongodb \
  && useradd --system --uid 999 --gid mongodb --home-dir /data --shell /usr/sbin/nologin mongodb \
  && mkdir -p /data/db && chown -R mongodb:mongodb /data

@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import time
 from pathlib import Path
 
 import pytest
-from conftest import BIN, LAB_NAME, REPO_ROOT, TIMINGS, Lab
+from conftest import LAB_NAME, TIMINGS, Lab
 from helpers import wait_for
 
 LAB_HOST_IMAGE = "microservices-lab/host:bookworm"
@@ -212,31 +211,6 @@ def test_a_sweep_over_twenty_hosts_takes_seconds(converged: Lab, many_hosts, tmp
     assert result.returncode == 0, failing(report)
     assert len(report["hosts"]) == 20 and all(h["reachable"] for h in report["hosts"])
     assert took < 10, f"the sweep over 20 hosts took {took:.1f}s"
-
-
-def test_unreadable_inventories_get_one_clear_line(tmp_path):
-    broken = tmp_path / "broken.yml"
-    broken.write_text("all: [this is not an inventory\n")
-    (tmp_path / "outputs.json").write_text('{"bastion_public_ip": "192.0.2.1"}')
-    pulumi = str(REPO_ROOT / "ansible/inventory/pulumi.py")
-    cases = [
-        (str(tmp_path / "missing.yml"), {}, "no such file"),
-        (str(broken), {}, "YAML parsing failed"),
-        # The Pulumi script's own message, not Ansible's later attempt to read it as INI.
-        (pulumi, {"PULUMI_OUTPUTS_FILE": str(tmp_path / "nope.json")}, "PULUMI_OUTPUTS_FILE="),
-        (pulumi, {"PULUMI_OUTPUTS_FILE": str(tmp_path / "outputs.json")}, "no ansible_inventory output"),
-    ]
-    for inventory, env, says in cases:
-        result = subprocess.run(
-            [str(BIN / "fleet-health"), "-i", inventory],
-            capture_output=True,
-            text=True,
-            timeout=60,
-            env={**os.environ, **env},
-        )
-        assert result.returncode == 2 and result.stderr.startswith("fleet-health: inventory "), result.stderr
-        assert says in result.stderr and len(result.stderr.strip().splitlines()) == 1, result.stderr
-        assert "Traceback" not in result.stderr and "Invalid host pattern" not in result.stderr  # the INI reading
 
 
 def test_ssh_problems_get_clear_errors(converged: Lab, tmp_path, many_hosts):

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-ANSIBLE_DIR = Path(__file__).resolve().parents[2] / "ansible"
+ANSIBLE_DIR = Path(__file__).resolve().parents[1] / "ansible"
 BIN = Path(sys.executable).parent
 PLAYBOOKS = sorted(p.name for p in ANSIBLE_DIR.glob("*.yml"))
 # Named as well: ansible-lint follows a playbook's roles, but not a role that only another
