@@ -10,3 +10,6 @@ import warnings
 # project's own warnings (pyproject.toml).
 if not sys.warnoptions:
     warnings.filterwarnings("ignore", module=r"(?!(fleet|topology)(\.|$))")
+# The Ansible commands fleet runs import the same libraries (ansible-playbook prints the same DSA
+# warning): the same rule for them, in their environment.
+QUIET_LIBRARIES = {} if sys.warnoptions else {"PYTHONWARNINGS": "ignore"}

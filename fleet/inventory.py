@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from fleet import QUIET_LIBRARIES
 from topology import API_PORT, TIERS
 from topology.app import WORKER_QUEUES
 
@@ -62,7 +63,7 @@ def read(inventory: str) -> dict[str, Any]:
         capture_output=True,
         text=True,
         timeout=120,
-        env={**os.environ, "ANSIBLE_INVENTORY_UNPARSED_FAILED": "true", "ANSIBLE_NOCOLOR": "1"},
+        env={**os.environ, **QUIET_LIBRARIES, "ANSIBLE_INVENTORY_UNPARSED_FAILED": "true", "ANSIBLE_NOCOLOR": "1"},
     )
     if result.returncode != 0:
         raise InventoryError(f"inventory {inventory} could not be read: {why_unreadable(result.stderr, inventory)}")

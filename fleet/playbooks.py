@@ -19,6 +19,7 @@ import sys
 import uuid
 from pathlib import Path
 
+from fleet import QUIET_LIBRARIES
 from fleet.inventory import REPO_ROOT, InventoryError, require
 
 ANSIBLE_DIR = REPO_ROOT / "ansible"
@@ -37,7 +38,7 @@ def play(inventory: str, playbook: str, extra_vars: dict[str, object], quiet: bo
     command = [ansible_playbook(), "-i", inventory, str(ANSIBLE_DIR / playbook)]
     if extra_vars:
         command += ["-e", json.dumps(extra_vars)]
-    env = {**os.environ, "ANSIBLE_CONFIG": str(ANSIBLE_DIR / "ansible.cfg")}
+    env = {**os.environ, **QUIET_LIBRARIES, "ANSIBLE_CONFIG": str(ANSIBLE_DIR / "ansible.cfg")}
     output = subprocess.DEVNULL if quiet else None
     return subprocess.run(command, env=env, stdout=output, stderr=output).returncode
 
