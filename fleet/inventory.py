@@ -36,6 +36,7 @@ class Target:
     key: str | None = None
     ssh_configs: list[str] = field(default_factory=list)
     jump: str | None = None  # user@host[:port]
+    known_hosts: str | None = None  # the inventory's UserKnownHostsFile (the jump's too)
     facts: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -109,23 +110,61 @@ def members(listing: dict[str, Any], group: str, seen: set[str] | None = None) -
     return hosts
 
 
-def ssh_options(hostvars: dict[str, Any]) -> tuple[list[str], str | None]:
-    """The -F config files and the ProxyJump from Ansible's ssh arguments."""
+@dataclass
+class SshOptions:
+    configs: list[str] = field(default_factory=list)  # -F files
+    jump: str | None = None  # user@host[:port], from -J, ProxyJump or a ProxyCommand of `ssh -W`
+    key: str | None = None  # -i
+    known_hosts: str | None = None  # UserKnownHostsFile
+
+
+def ssh_options(hostvars: dict[str, Any]) -> SshOptions:
+    """What fleet needs of Ansible's ssh arguments: config files, the jump host, a key and the
+    known hosts file. The Pulumi inventory jumps with a ProxyCommand (`ssh -W %h:%p ... user@host`),
+    whose own options are the host's; hand-written ones may use -J, ProxyJump or -F."""
     args = shlex.split(
         " ".join(str(hostvars.get(k, "")) for k in ("ansible_ssh_common_args", "ansible_ssh_extra_args"))
     )
-    configs, jump = [], None
+    found = SshOptions()
     for index, arg in enumerate(args):
         value = args[index + 1] if index + 1 < len(args) else ""
+        option = value if arg == "-o" else arg[2:] if arg.startswith("-o") else ""
+        name, _, setting = option.partition("=")
         if arg == "-F":
-            configs.append(value)
+            found.configs.append(value)
         elif arg == "-J":
-            jump = value
-        elif arg == "-o" and value.lower().startswith("proxyjump="):
-            jump = value.split("=", 1)[1]
-        elif arg.lower().startswith("-oproxyjump="):
-            jump = arg.split("=", 1)[1]
-    return configs, jump
+            found.jump = value
+        elif arg == "-i":
+            found.key = value
+        elif name.lower() == "proxyjump":
+            found.jump = setting
+        elif name.lower() == "userknownhostsfile":
+            found.known_hosts = setting
+        elif name.lower() == "proxycommand":
+            found.jump = proxy_command_jump(setting) or found.jump
+    return found
+
+
+def proxy_command_jump(command: str) -> str | None:
+    """user@host[:port] of a ProxyCommand that is `ssh -W %h:%p [options] user@host`."""
+    words = shlex.split(command)
+    if len(words) < 2 or Path(words[0]).name != "ssh" or "-W" not in words:
+        return None
+    port, destination, index = None, None, 1
+    takes_value = set("BbcDEeFIiJLlmOopQRSWw")  # ssh's options that take an argument
+    while index < len(words):
+        word = words[index]
+        if word.startswith("-") and len(word) == 2 and word[1] in takes_value:
+            if word == "-p":
+                port = words[index + 1] if index + 1 < len(words) else None
+            index += 2
+            continue
+        if not word.startswith("-"):
+            destination = word
+        index += 1
+    if destination is None:
+        return None
+    return f"{destination}:{port}" if port else destination
 
 
 def load(inventory: str, backlog_warn: int = 1000) -> list[Target]:
@@ -142,7 +181,7 @@ def load(inventory: str, backlog_warn: int = 1000) -> list[Target]:
     targets = []
     for name, variables in hostvars.items():
         tiers = [tier for tier in TIERS if name in tier_hosts[tier]]
-        configs, jump = ssh_options(variables)
+        ssh = ssh_options(variables)
         images = {**(variables.get("default_images") or {}), **(variables.get("images") or {})}
         targets.append(
             Target(
@@ -151,9 +190,10 @@ def load(inventory: str, backlog_warn: int = 1000) -> list[Target]:
                 address=str(variables.get("ansible_host", name)),
                 port=int(variables.get("ansible_port", 22)),
                 user=variables.get("ansible_user"),
-                key=variables.get("ansible_ssh_private_key_file"),
-                ssh_configs=configs,
-                jump=jump,
+                key=variables.get("ansible_ssh_private_key_file") or ssh.key,
+                ssh_configs=ssh.configs,
+                jump=ssh.jump,
+                known_hosts=ssh.known_hosts,
                 facts={
                     "host": name,
                     "groups": tiers,

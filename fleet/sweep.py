@@ -100,13 +100,22 @@ class Connections:
         if target.ssh_configs:
             options["config"] = target.ssh_configs
         if target.key:
-            options["client_keys"] = [target.key]
+            options["client_keys"] = [str(Path(target.key).expanduser())]
+        if target.known_hosts:
+            known_hosts = Path(target.known_hosts).expanduser()
+            if not known_hosts.exists():
+                # asyncssh would read a missing file as no host keys; say what records them.
+                raise JumpError(
+                    f"no host keys yet in {known_hosts} (the inventory's UserKnownHostsFile): "
+                    "`fleet setup` records each host's key the first time it connects"
+                )
+            options["known_hosts"] = str(known_hosts)
         return options
 
     async def _jump(self, target: Target) -> asyncssh.SSHClientConnection:
         user, _, hostport = target.jump.rpartition("@")
         host, _, port = hostport.partition(":")
-        key = (target.jump, tuple(target.ssh_configs), target.key)
+        key = (target.jump, tuple(target.ssh_configs), target.key, target.known_hosts)
         if key not in self._jumps:
             self._jumps[key] = asyncio.ensure_future(
                 asyncssh.connect(host, port=int(port or 22), username=user or target.user, **self._options(target))

@@ -2,6 +2,11 @@
 
 Every problem found is reported together in one ConfigError, whose message says what to
 change (`pulumi config set ...`).
+
+Most keys are the same for every provider. The aws provider places hosts, so it reads their
+sizes, zones, network and machine image; the hosts provider takes existing machines as they
+are (`machines`), with the services around them that a cloud would give: a registry, an S3 API
+for backups, and a certificate authority the hosts trust.
 """
 
 from __future__ import annotations
@@ -32,6 +37,13 @@ AMI_HOWTO = (
 )
 
 
+# Providers that create their hosts, and so choose their sizes, zones and machine image.
+PLACING_PROVIDERS = ("aws",)
+LETS_ENCRYPT = "https://acme-v02.api.letsencrypt.org/directory"
+IMAGE_DELIVERIES = ("registry", "archive")
+NAME = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
+
+
 class ConfigError(pulumi.RunError):
     """Bad stack configuration: shown to the user without a traceback."""
 
@@ -47,22 +59,66 @@ class TierSize:
 
 
 @dataclass(frozen=True)
+class Machine:
+    """An existing host (the hosts provider): its addresses, and a data node's data volume."""
+
+    name: str
+    tier: str
+    private_ip: str
+    public_ip: str | None = None  # the load balancer's and the bastion's
+    zone: str = "default"
+    data_volume: str | None = None  # the device, by a stable path (/dev/disk/by-id/...)
+
+
+@dataclass(frozen=True)
+class Registry:
+    """A registry that takes a user and password (the hosts provider; AWS uses ECR)."""
+
+    server: str
+    username: str
+    password: pulumi.Output[str]
+
+
+@dataclass(frozen=True)
+class ObjectStore:
+    """An S3 API for the backups, other than AWS's (the hosts provider), with its own key."""
+
+    endpoint: str
+    bucket: str
+    region: str
+    access_key_id: str
+    secret_access_key: pulumi.Output[str]
+
+
+@dataclass(frozen=True)
 class StackConfig:
     project: str
     stack: str
     provider: str
     production: bool
-    zones: list[str]
-    vpc_cidr: str
     admin_cidrs: list[str]
-    ssh_public_key: str
     ssh_user: str
-    tiers: dict[str, TierSize]
-    nat_per_zone: bool
+    tiers: dict[str, TierSize]  # the aws provider's sizes; for the hosts provider, the counts only
     app_image: str | None
-    ami: str  # an image id (ami-...) or a Debian image name
+    # aws: where and on what the hosts are made.
+    zones: list[str] = field(default_factory=list)
+    vpc_cidr: str = ""
+    ssh_public_key: str = ""
+    nat_per_zone: bool = False
+    ami: str = ""  # an image id (ami-...) or a Debian image name
+    # hosts: the machines, and the services around them.
+    machines: dict[str, list[Machine]] = field(default_factory=dict)
+    registry: Registry | None = None
+    object_store: ObjectStore | None = None
+    ca_certificate: str | None = None  # PEM: the hosts trust it (the registry's, the ACME server's)
+    # Every provider.
     domain: str | None = None  # the API's name: certbot on the load balancer gets its certificate
     acme_email: str | None = None
+    acme_directory: str | None = None  # the ACME server; Let's Encrypt when not set
+    images: dict[str, str] = field(default_factory=dict)  # the data services' images, for a mirror
+    image_delivery: str | None = None  # registry (pull) or archive (copied from the controller)
+    ssh_private_key_file: str | None = None  # the controller's key for this stack's hosts
+    ssh_known_hosts_file: str | None = None  # where the controller keeps their host keys
     backup_retention_days: int = 30  # MongoDB dumps and RabbitMQ definitions in the bucket
     snapshot_retention_count: int = 7  # daily snapshots of each data volume
     tags: dict[str, str] = field(default_factory=dict)
@@ -110,20 +166,28 @@ def _tiers(raw: Any, problems: list[str]) -> dict[str, TierSize]:
     return sizes
 
 
-def _check_counts(tiers: dict[str, TierSize], zones: list[str], production: bool, problems: list[str]) -> None:
+def _check_counts(
+    tiers: dict[str, TierSize], zones: list[str], production: bool, problems: list[str], key: str = "tiers"
+) -> None:
+    """The hosts per tier; `key` names where they were given (tiers.*.count, or machines.*)."""
+
+    def where(name: str) -> str:
+        return f"{key}.{name}.count" if key == "tiers" else f"{key}.{name}"
+
     for name, fixed in (("lb", 1), ("bastion", 1)):
         if name in tiers and tiers[name].count != fixed:
-            problems.append(f"tiers.{name}.count: must be {fixed}, got {tiers[name].count}")
+            problems.append(f"{where(name)}: must be {fixed}, got {tiers[name].count}")
     for name in ("api", "workers"):
         if name in tiers and tiers[name].count < 1:
-            problems.append(f"tiers.{name}.count: at least one {name} host is needed, got {tiers[name].count}")
-    if "data" in tiers:
-        if tiers["data"].count not in DATA_COUNTS:
-            problems.append(
-                f"tiers.data.count: {tiers['data'].count} data nodes cannot form a MongoDB replica set; use 1, 3 or 5"
-            )
-        if tiers["data"].data_gb < 1:
-            problems.append("tiers.data.dataGb: data nodes need a data volume of at least 1 GB")
+            problems.append(f"{where(name)}: at least one {name} host is needed, got {tiers[name].count}")
+    if "data" in tiers and tiers["data"].count not in DATA_COUNTS:
+        problems.append(
+            f"{where('data')}: {tiers['data'].count} data nodes cannot form a MongoDB replica set; use 1, 3 or 5"
+        )
+    if key != "tiers":
+        return  # existing machines: their placement over zones is the operator's
+    if "data" in tiers and tiers["data"].data_gb < 1:
+        problems.append("tiers.data.dataGb: data nodes need a data volume of at least 1 GB")
     if production:
         if len(zones) < 2:
             problems.append(f"zones: a production stack spreads over at least 2 availability zones, got {len(zones)}")
@@ -135,16 +199,95 @@ def _check_counts(tiers: dict[str, TierSize], zones: list[str], production: bool
                 )
 
 
-def load(config: pulumi.Config | None = None) -> StackConfig:
-    """Read and check the stack's configuration; raise one ConfigError listing every problem."""
-    config = config or pulumi.Config()
-    problems: list[str] = []
+def _ip(value: Any, key: str, problems: list[str]) -> str | None:
+    try:
+        return str(ipaddress.ip_address(str(value)))
+    except ValueError:
+        problems.append(f"{key}: {value!r} is not an IP address")
+        return None
 
-    production = config.get_bool("production") or False
-    provider = config.get("provider") or "aws"
-    if provider not in PROVIDERS:
-        problems.append(f"provider: {provider!r} is not supported; choose one of {', '.join(PROVIDERS)}")
 
+def _machines(raw: Any, problems: list[str]) -> dict[str, list[Machine]]:
+    """The hosts provider's machines: {tier: [{name, privateAddress, address, zone, dataVolume}]}."""
+    example = "machines: {api: [{name: api-1, privateAddress: 10.0.1.21}], ...}"
+    if not isinstance(raw, dict):
+        problems.append(f"machines: list the existing hosts per tier, e.g. {example}")
+        return {}
+    unknown = sorted(set(raw) - set(TIERS))
+    if unknown:
+        problems.append(f"machines: unknown tier(s) {', '.join(unknown)}; the tiers are {', '.join(TIERS)}")
+    machines: dict[str, list[Machine]] = {}
+    names: set[str] = set()
+    for tier in TIERS:
+        entries = raw.get(tier) or []
+        if not isinstance(entries, list):
+            problems.append(f"machines.{tier}: expected a list of hosts, e.g. {example}")
+            continue
+        machines[tier] = []
+        for index, entry in enumerate(entries):
+            key = f"machines.{tier}[{index}]"
+            if not isinstance(entry, dict):
+                problems.append(f"{key}: expected {{name, privateAddress, ...}}")
+                continue
+            name = str(entry.get("name") or "")
+            if not NAME.match(name):
+                problems.append(f"{key}.name: {name!r} is not a host name (lower-case letters, digits and -)")
+            elif name in names:
+                problems.append(f"{key}.name: {name} is listed twice")
+            names.add(name)
+            private_ip = _ip(entry.get("privateAddress"), f"{key}.privateAddress", problems)
+            public_ip = None
+            if TIERS[tier].public:
+                public_ip = _ip(entry.get("address"), f"{key}.address", problems)
+            data_volume = entry.get("dataVolume")
+            if TIERS[tier].data_volume and not (isinstance(data_volume, str) and data_volume.startswith("/dev/")):
+                problems.append(f"{key}.dataVolume: name the data volume's device, e.g. /dev/disk/by-id/...")
+                data_volume = None
+            if private_ip:
+                machine = Machine(name, tier, private_ip, public_ip, str(entry.get("zone") or "default"), data_volume)
+                machines[tier].append(machine)
+    return machines
+
+
+def _registry(config: pulumi.Config, problems: list[str]) -> Registry | None:
+    raw = config.get_object("registry")
+    if raw is None:
+        return None
+    if not isinstance(raw, dict) or not raw.get("server") or not raw.get("username"):
+        problems.append("registry: give {server: registry.example.com[:port], username: ...}")
+        return None
+    if config.get("registryPassword") is None:
+        problems.append("registryPassword: set it as a secret: `pulumi config set --secret registryPassword ...`")
+        return None
+    return Registry(str(raw["server"]), str(raw["username"]), config.require_secret("registryPassword"))
+
+
+def _object_store(config: pulumi.Config, problems: list[str]) -> ObjectStore | None:
+    raw = config.get_object("backupStore")
+    if raw is None:
+        return None
+    wanted = ("endpoint", "bucket", "region", "accessKeyId")
+    if not isinstance(raw, dict) or not all(raw.get(key) for key in wanted):
+        problems.append("backupStore: give {endpoint: https://..., bucket: ..., region: ..., accessKeyId: ...}")
+        return None
+    if not str(raw["endpoint"]).startswith("https://"):
+        problems.append(f"backupStore.endpoint: {raw['endpoint']!r} must be an https:// URL (backups leave the host)")
+    if config.get("backupSecretAccessKey") is None:
+        problems.append(
+            "backupSecretAccessKey: set it as a secret: `pulumi config set --secret backupSecretAccessKey ...`"
+        )
+        return None
+    return ObjectStore(
+        str(raw["endpoint"]),
+        str(raw["bucket"]),
+        str(raw["region"]),
+        str(raw["accessKeyId"]),
+        config.require_secret("backupSecretAccessKey"),
+    )
+
+
+def _placement(config: pulumi.Config, production: bool, problems: list[str]) -> dict[str, Any]:
+    """The aws provider's keys: the hosts' sizes and zones, the network and the machine image."""
     zones = config.get_object("zones") or []
     if not zones or not isinstance(zones, list) or not all(isinstance(z, str) and z for z in zones):
         problems.append("zones: list the availability zones, e.g. `pulumi config set --path 'zones[0]' eu-central-1a`")
@@ -156,6 +299,69 @@ def load(config: pulumi.Config | None = None) -> StackConfig:
     if vpc_cidr and not 16 <= ipaddress.ip_network(vpc_cidr).prefixlen <= 20:
         problems.append(f"vpcCidr: {vpc_cidr} must be between /16 and /20 to hold a public and a private /24 per zone")
         vpc_cidr = None
+
+    ssh_public_key = (config.get("sshPublicKey") or "").strip()
+    if not ssh_public_key.startswith(("ssh-ed25519 ", "ssh-rsa ", "ecdsa-sha2-")):
+        problems.append(
+            "sshPublicKey: set the admin SSH public key: "
+            '`pulumi config set sshPublicKey "$(cat ~/.ssh/id_ed25519.pub)"`'
+        )
+
+    tiers = _tiers(config.get_object("tiers"), problems)
+    _check_counts(tiers, zones, production, problems)
+
+    ami = (config.get("ami") or "").strip()
+    if not (AMI_ID.match(ami) or AMI_NAME.match(ami)):
+        problems.append(f"ami: {ami!r} is not an image id or a Debian image name; " + AMI_HOWTO)
+
+    nat_per_zone = config.get_bool("natPerZone") if config.get("natPerZone") is not None else production
+    return {
+        "zones": zones,
+        "vpc_cidr": vpc_cidr,
+        "ssh_public_key": ssh_public_key,
+        "tiers": tiers,
+        "ami": ami,
+        "nat_per_zone": nat_per_zone,
+    }
+
+
+def _existing(config: pulumi.Config, production: bool, problems: list[str]) -> dict[str, Any]:
+    """The hosts provider's keys: the machines, and the registry, object store and CA around them."""
+    for key in ("tiers", "zones", "ami", "vpcCidr"):
+        if config.get(key) is not None:
+            problems.append(f"{key}: the hosts provider creates no hosts; list them under machines instead")
+    machines = _machines(config.get_object("machines"), problems)
+    if not config.get("appImage"):
+        problems.append(
+            "appImage: the hosts provider builds no image; push one (python -m infra.release push) and "
+            "`pulumi config set appImage REGISTRY/microservices-app@sha256:...`"
+        )
+    tiers = {tier: TierSize(count=len(hosts), size="small") for tier, hosts in machines.items()}
+    _check_counts(tiers, [], production, problems, key="machines")
+    ca_certificate = config.get("caCertificate")
+    if ca_certificate is not None and "-----BEGIN CERTIFICATE-----" not in ca_certificate:
+        problems.append(
+            'caCertificate: expected a PEM certificate: `pulumi config set caCertificate -- "$(cat ca.pem)"`'
+        )
+    return {
+        "machines": machines,
+        "tiers": tiers,
+        "zones": sorted({m.zone for hosts in machines.values() for m in hosts}),
+        "registry": _registry(config, problems),
+        "object_store": _object_store(config, problems),
+        "ca_certificate": ca_certificate,
+    }
+
+
+def load(config: pulumi.Config | None = None) -> StackConfig:
+    """Read and check the stack's configuration; raise one ConfigError listing every problem."""
+    config = config or pulumi.Config()
+    problems: list[str] = []
+
+    production = config.get_bool("production") or False
+    provider = config.get("provider") or "aws"
+    if provider not in PROVIDERS:
+        problems.append(f"provider: {provider!r} is not supported; choose one of {', '.join(PROVIDERS)}")
 
     admin_cidrs = []
     raw_admin = config.get_object("adminCidrs")
@@ -176,28 +382,40 @@ def load(config: pulumi.Config | None = None) -> StackConfig:
                 )
             admin_cidrs.append(cidr)
 
-    ssh_public_key = (config.get("sshPublicKey") or "").strip()
-    if not ssh_public_key.startswith(("ssh-ed25519 ", "ssh-rsa ", "ecdsa-sha2-")):
-        problems.append(
-            "sshPublicKey: set the admin SSH public key: "
-            '`pulumi config set sshPublicKey "$(cat ~/.ssh/id_ed25519.pub)"`'
-        )
-
-    tiers = _tiers(config.get_object("tiers"), problems)
-    _check_counts(tiers, zones, production, problems)
-
-    ami = (config.get("ami") or "").strip()
-    if not (AMI_ID.match(ami) or AMI_NAME.match(ami)):
-        problems.append(f"ami: {ami!r} is not an image id or a Debian image name; " + AMI_HOWTO)
+    hosts = _placement(config, production, problems) if provider in PLACING_PROVIDERS else {}
+    if provider == "hosts":
+        hosts = _existing(config, production, problems)
+    elif provider in PROVIDERS:
+        for key in ("machines", "registry", "backupStore", "caCertificate"):
+            if config.get(key) is not None:
+                problems.append(f"{key}: only the hosts provider takes it (provider {provider} makes its own)")
 
     domain = (config.get("domain") or "").strip().lower() or None
     acme_email = (config.get("acmeEmail") or "").strip() or None
+    acme_directory = (config.get("acmeDirectory") or "").strip() or None
     if domain and not re.fullmatch(r"([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z]{2,63}", domain):
         problems.append(f"domain: {domain!r} is not a DNS name (for example api.example.com)")
     if domain and not (acme_email and "@" in acme_email):
         problems.append(
             "acmeEmail: a domain needs the address Let's Encrypt writes to: `pulumi config set acmeEmail ops@...`"
         )
+    if acme_directory and not acme_directory.startswith("https://"):
+        problems.append(f"acmeDirectory: {acme_directory!r} must be an https:// URL (Let's Encrypt's: {LETS_ENCRYPT})")
+
+    images = config.get_object("images") or {}
+    if not isinstance(images, dict) or not all(isinstance(v, str) and v for v in images.values()):
+        problems.append("images: map a data service to its image, e.g. {redis: mirror.example.com/redis:7.2}")
+        images = {}
+    image_delivery = config.get("imageDelivery")
+    if image_delivery is not None and image_delivery not in IMAGE_DELIVERIES:
+        problems.append(f"imageDelivery: {image_delivery!r} is not one of {', '.join(IMAGE_DELIVERIES)}")
+
+    ssh_files = {}
+    for key in ("sshPrivateKeyFile", "sshKnownHostsFile"):
+        value = config.get(key)
+        if value is not None and not value.startswith(("/", "~/")):
+            problems.append(f"{key}: {value!r} must be an absolute path (or start with ~/)")
+        ssh_files[key] = value
 
     retention = {}
     for key, low, high in (("backupRetentionDays", 1, 3650), ("snapshotRetentionCount", 1, 1000)):
@@ -216,18 +434,18 @@ def load(config: pulumi.Config | None = None) -> StackConfig:
         stack=pulumi.get_stack(),
         provider=provider,
         production=production,
-        zones=zones,
-        vpc_cidr=vpc_cidr,
         admin_cidrs=admin_cidrs,
-        ssh_public_key=ssh_public_key,
         ssh_user=config.get("sshUser") or "admin",
-        tiers=tiers,
-        nat_per_zone=config.get_bool("natPerZone") if config.get("natPerZone") is not None else production,
         app_image=config.get("appImage") or None,
-        ami=ami,
         domain=domain,
         acme_email=acme_email,
+        acme_directory=acme_directory,
+        images=images,
+        image_delivery=image_delivery,
+        ssh_private_key_file=ssh_files["sshPrivateKeyFile"],
+        ssh_known_hosts_file=ssh_files["sshKnownHostsFile"],
         backup_retention_days=retention.get("backupRetentionDays", 30),
         snapshot_retention_count=retention.get("snapshotRetentionCount", 7),
         tags=config.get_object("tags") or {},
+        **hosts,
     )

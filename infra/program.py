@@ -36,4 +36,4 @@ def run() -> None:
     pulumi.export("ssh_user", config.ssh_user)
     pulumi.export("app_image", deployment.app_image)
     pulumi.export("secrets", secrets.as_output())
-    pulumi.export("ansible_inventory", inventory.build(deployment, config.ssh_user, config.admin_cidrs))
+    pulumi.export("ansible_inventory", inventory.build(deployment, config))

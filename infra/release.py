@@ -8,8 +8,11 @@ an IMMUTABLE repository accepts. A change elsewhere (docs, tests, infra) leaves 
 
 from __future__ import annotations
 
+import argparse
 import hashlib
 import os
+import subprocess
+import sys
 from fnmatch import fnmatchcase
 from pathlib import Path, PurePosixPath
 
@@ -74,5 +77,54 @@ def content_tag(root: Path | None = None) -> str:
     return TAG_PREFIX + digest.hexdigest()[:16]
 
 
+def push(image: str, repository: str, tag: str | None = None, docker_config: Path | None = None) -> str:
+    """Push a built image to `repository` under its release tag (the content tag unless given), as
+    `pulumi up` pushes to ECR; return what the hosts run, `repository@sha256:...`. The registry's
+    login is Docker's own (`docker login`, or DOCKER_CONFIG pointing at one)."""
+    tagged = f"{repository}:{tag or content_tag()}"
+    env = {**os.environ, **({"DOCKER_CONFIG": str(docker_config)} if docker_config else {})}
+    for command in (["docker", "tag", image, tagged], ["docker", "push", "--quiet", tagged]):
+        result = subprocess.run(command, capture_output=True, text=True, env=env, timeout=1800)
+        if result.returncode != 0:
+            raise ReleaseError(f"`{' '.join(command)}` failed: {result.stderr.strip() or result.stdout.strip()}")
+    digests = subprocess.run(
+        ["docker", "image", "inspect", "--format", "{{range .RepoDigests}}{{println .}}{{end}}", tagged],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.split()
+    pushed = [digest for digest in digests if digest.startswith(f"{repository}@sha256:")]
+    if not pushed:
+        raise ReleaseError(f"{tagged} was pushed, but Docker names no digest in {repository}")
+    return pushed[0]
+
+
+class ReleaseError(Exception):
+    pass
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        description="The app image's release: its tag (by content), or a push of a built image to a registry "
+        "that is not the stack's own (a stack of the hosts provider, whose `pulumi up` builds nothing)."
+    )
+    verbs = parser.add_subparsers(dest="verb")
+    verbs.add_parser("tag", help="print the release tag of this checkout (the default)")
+    pushing = verbs.add_parser("push", help="push IMAGE to REPOSITORY under the release tag; print the digest")
+    pushing.add_argument("image", help="the built image, e.g. microservices-app:0.1.0")
+    pushing.add_argument("repository", help="e.g. registry.example.com/microservices-app")
+    pushing.add_argument("--tag", help="instead of the content tag")
+    args = parser.parse_args(argv)
+    if args.verb != "push":
+        print(content_tag())
+        return 0
+    try:
+        print(push(args.image, args.repository, args.tag))
+    except ReleaseError as error:
+        print(f"release: {error}", file=sys.stderr)
+        return 1
+    return 0
+
+
 if __name__ == "__main__":
-    print(content_tag())
+    sys.exit(main())

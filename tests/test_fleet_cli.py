@@ -12,6 +12,8 @@ from pathlib import Path
 import pytest
 
 from fleet import cli
+from fleet.inventory import SshOptions, ssh_options
+from infra.inventory import render
 from topology import TIERS
 
 FLEET = str(Path(sys.executable).parent / "fleet")
@@ -103,3 +105,31 @@ def test_the_ansible_commands_fleet_runs_print_no_library_warning(tmp_path):
     output = result.stdout + result.stderr
     assert result.returncode != 0 and "app_secrets" in output, output[-3000:]
     assert "Warning:" not in output and "warnings.warn" not in output, output[-3000:]
+
+
+def test_fleet_reaches_hosts_as_the_rendered_inventory_says():
+    """The Pulumi inventory's jump is a ProxyCommand carrying the stack's key and known hosts:
+    fleet's own SSH (asyncssh) takes the same jump host, key and known hosts file from it."""
+    hosts = {tier: [] for tier in TIERS}
+    hosts["bastion"] = [{"name": "b", "zone": "z", "private_ip": "10.0.0.5", "public_ip": "203.0.113.5"}]
+    inventory = render(
+        hosts,
+        bastion_address="203.0.113.5",
+        ssh_user="admin",
+        app_image="app@sha256:00",
+        lb_public_ip="203.0.113.10",
+        admin_cidrs=[],
+        private_key_file="~/.ssh/stack_key",
+        known_hosts_file="/srv/known hosts",
+    )["all"]
+    behind = {**inventory["vars"], **inventory["children"]["behind_bastion"]["vars"]}
+    assert ssh_options(behind) == SshOptions(
+        jump="admin@203.0.113.5", key="~/.ssh/stack_key", known_hosts="/srv/known hosts"
+    )
+    assert ssh_options(inventory["vars"]).jump is None  # the bastion itself is reached directly
+    # Hand-written inventories keep working: ProxyJump with a port, -J, -F.
+    assert ssh_options({"ansible_ssh_common_args": "-o ProxyJump=ops@198.51.100.1:2222 -F cfg"}) == SshOptions(
+        configs=["cfg"], jump="ops@198.51.100.1:2222"
+    )
+    command = "-o ProxyCommand='ssh -W %h:%p -p 2200 -o StrictHostKeyChecking=accept-new ops@jump'"
+    assert ssh_options({"ansible_ssh_common_args": command}).jump == "ops@jump:2200"

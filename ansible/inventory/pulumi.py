@@ -8,6 +8,10 @@ Where the outputs come from, first match wins:
   PULUMI_STACK          run `pulumi stack output --json --show-secrets --stack $PULUMI_STACK`
   (neither)             run it for the currently selected stack
 
+With the local backend (`pulumi login --local`) the secrets are encrypted with the passphrase
+given at `pulumi stack init`: Pulumi, run here without a terminal, reads it from
+PULUMI_CONFIG_PASSPHRASE (or PULUMI_CONFIG_PASSPHRASE_FILE) and cannot ask for it.
+
 The stack's `ansible_inventory` output gives the groups (one per tier of topology/, and
 behind_bastion with the ProxyJump settings); its `secrets` output, when shown, becomes
 the `app_secrets` variable of every host. Standard library only.
@@ -51,8 +55,21 @@ def stack_outputs() -> dict[str, Any]:
     command = [pulumi, "stack", "output", "--json", "--show-secrets"]
     if os.environ.get("PULUMI_STACK"):
         command += ["--stack", os.environ["PULUMI_STACK"]]
-    result = subprocess.run(command, cwd=REPO_ROOT, capture_output=True, text=True, timeout=120)
+    result = subprocess.run(
+        command, cwd=REPO_ROOT, capture_output=True, text=True, timeout=120, stdin=subprocess.DEVNULL
+    )
     if result.returncode != 0:
+        said = " ".join(result.stderr.split())
+        if "passphrase" in said.lower():
+            problem = (
+                "PULUMI_CONFIG_PASSPHRASE is not the stack's passphrase"
+                if "incorrect passphrase" in said.lower()
+                else "the stack's secrets need its passphrase"
+            )
+            how = (
+                "export PULUMI_CONFIG_PASSPHRASE (or PULUMI_CONFIG_PASSPHRASE_FILE) as for `pulumi up`, then run again"
+            )
+            raise InventoryError(f"{problem}: {how} (pulumi said: {said})")
         raise InventoryError(f"`{' '.join(command[1:])}` failed: {result.stderr.strip()}")
     return json.loads(result.stdout)
 

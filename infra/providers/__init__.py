@@ -20,6 +20,7 @@ class Host:
     private_ip: pulumi.Output[str]
     public_ip: pulumi.Output[str] | None = None
     data_volume_id: pulumi.Output[str] | None = None  # the data volume's id, which Ansible finds it by
+    data_volume_device: str | None = None  # or its device, where the provider knows it (hosts)
 
 
 @dataclass
@@ -30,9 +31,10 @@ class Deployment:
     lb_public_ip: pulumi.Output[str]
     bastion_public_ip: pulumi.Output[str]
     app_image: pulumi.Output[str]
-    # Provider-specific variables for Ansible: the registry's credential helper, the backup target.
+    # Provider-specific variables for Ansible: the registry and how to log in to it, the backup target.
     inventory_vars: dict[str, pulumi.Input] = field(default_factory=dict)
 
 
 # Each module has `deploy(config: StackConfig) -> Deployment` (infra.program calls it).
-PROVIDERS = {"aws": "infra.providers.aws"}
+# aws creates the hosts and the services around them; hosts takes existing machines as they are.
+PROVIDERS = {"aws": "infra.providers.aws", "hosts": "infra.providers.hosts"}

@@ -4,19 +4,22 @@ every resource it declares with its inputs (the Pulumi CLI is not needed)."""
 from __future__ import annotations
 
 import hashlib
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import pulumi
 import yaml
-from pulumi.runtime import settings
 from pulumi.runtime.mocks import MockCallArgs, MockResourceArgs
 
+from infra import offline
+
 REPO_ROOT = Path(__file__).resolve().parents[2]
-PROJECT = "microservices"
-STACKS = {"dev": "Pulumi.dev.yaml", "prod": "Pulumi.prod.example.yaml"}
+PROJECT = offline.PROJECT
+STACKS = {"dev": "Pulumi.dev.yaml", "prod": "Pulumi.prod.example.yaml"}  # the aws provider's
+HOSTS_STACK = "Pulumi.hosts.example.yaml"  # the hosts provider's example
+# What a user of the hosts provider sets as secrets before `pulumi up` (the example file's header).
+HOSTS_SECRETS = {"registryPassword": "registry-password-" + "x" * 16, "backupSecretAccessKey": "s3-secret-" + "y" * 24}
 TEST_SSH_KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIBy6z5mJ0lZz9oJd1xw7Qmxk0kYgYQ4n0zT1z1gkQ0c1 ops@example.com"
 
 
@@ -26,7 +29,7 @@ class Resource:
     name: str
     inputs: dict[str, Any]
     id: str
-    options: dict[str, Any] = field(default_factory=dict)  # protect, ignore_changes
+    options: dict[str, Any] = field(default_factory=dict)  # protect, ignore_changes, depends_on (names)
 
 
 @dataclass
@@ -40,6 +43,7 @@ class Recorder(pulumi.runtime.Mocks):
         self.options[(args.type_, args.name)] = {
             "protect": bool(args.opts.protect),
             "ignore_changes": args.opts.ignore_changes or [],
+            "depends_on": [resource._name for resource in args.opts.depends_on or []],
         }
 
     def new_resource(self, args: MockResourceArgs) -> tuple[str, dict]:
@@ -109,7 +113,11 @@ class Run:
 def stack_config(stack_file: str, overrides: dict[str, Any] | None = None) -> dict[str, Any]:
     config = yaml.safe_load((REPO_ROOT / stack_file).read_text())["config"]
     # What a user sets before `pulumi up` (see the stack file's header).
-    config.setdefault(f"{PROJECT}:sshPublicKey", TEST_SSH_KEY)
+    if config.get(f"{PROJECT}:provider") == "hosts":
+        for key, value in HOSTS_SECRETS.items():
+            config.setdefault(f"{PROJECT}:{key}", value)
+    else:
+        config.setdefault(f"{PROJECT}:sshPublicKey", TEST_SSH_KEY)
     for key, value in (overrides or {}).items():
         if value is None:
             config.pop(f"{PROJECT}:{key}", None)
@@ -120,30 +128,6 @@ def stack_config(stack_file: str, overrides: dict[str, Any] | None = None) -> di
 
 def run_program(stack: str, config: dict[str, Any], recorder: Recorder | None = None) -> Run:
     """Run infra.program under mocks; return the recorded resources and the resolved outputs."""
-    from infra import program
-
     recorder = recorder if recorder is not None else Recorder()
-    settings.set_root_resource(None)
-    pulumi.runtime.set_mocks(recorder, project=PROJECT, stack=stack, preview=False)
-    # Pulumi hands structured values to programs as JSON strings.
-    pulumi.runtime.set_all_config({k: v if isinstance(v, str) else json.dumps(v) for k, v in config.items()})
-    resolved: dict[str, Any] = {}
-    secret: set[str] = set()
-
-    @pulumi.runtime.test
-    def body() -> pulumi.Output:
-        pulumi.runtime.register_stack_transformation(recorder.transformation)
-        program.run()
-        outputs = settings.get_root_resource().outputs
-
-        async def collect() -> None:
-            for name, value in outputs.items():
-                output = pulumi.Output.from_input(value)
-                resolved[name] = await output.future()
-                if await output.is_secret():
-                    secret.add(name)
-
-        return pulumi.Output.from_input(collect())
-
-    body()
-    return Run(recorder, resolved, secret)
+    outputs, secret = offline.run(stack, config, recorder)
+    return Run(recorder, outputs, secret)

@@ -143,6 +143,26 @@ def test_a_new_machine_image_replaces_no_data_node(run):
         assert volume.options["protect"] is (stack == "prod")
 
 
+def test_the_data_volume_is_detached_only_from_a_stopped_instance(run):
+    _, result = run
+    attachments = result.recorder.of_type("aws:ec2/volumeAttachment:VolumeAttachment")
+    assert attachments and all(a.inputs["stopInstanceBeforeDetaching"] is True for a in attachments)
+
+
+def test_every_host_waits_for_its_subnets_way_out(run):
+    """cloud-init updates packages at first boot: a private host must not start before the NAT
+    gateway's route is in its subnet, nor a public one before the internet gateway's."""
+    _, result = run
+    associations = {r.name: r for r in result.recorder.of_type("aws:ec2/routeTableAssociation:RouteTableAssociation")}
+    route_tables = {r.id: r for r in result.recorder.of_type("aws:ec2/routeTable:RouteTable")}
+    for host in result.recorder.of_type(INSTANCE):
+        (waits_for,) = host.options["depends_on"]
+        association = associations[waits_for]
+        assert association.inputs["subnetId"] == host.inputs["subnetId"], host.name
+        (route,) = route_tables[association.inputs["routeTableId"]].inputs["routes"]
+        assert ("gatewayId" if host.inputs["associatePublicIpAddress"] else "natGatewayId") in route, host.name
+
+
 def test_an_image_id_is_used_as_it_is():
     result = run_program("dev", stack_config(STACKS["dev"], {"ami": "ami-0123456789abcdef0"}))
     assert {host.inputs["ami"] for host in result.recorder.of_type(INSTANCE)} == {"ami-0123456789abcdef0"}

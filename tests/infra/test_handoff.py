@@ -12,14 +12,24 @@ import sys
 from pathlib import Path
 
 import pytest
-from pulumi_harness import REPO_ROOT, STACKS, run_program, stack_config
+from pulumi_harness import HOSTS_STACK, REPO_ROOT, STACKS, run_program, stack_config
 
 BIN = Path(sys.executable).parent
-# Each stack file as a user runs it, and the production example with a domain for certbot.
+# Each stack file as a user runs it, the production example with a domain for certbot, and the
+# hosts provider's example with every service it can hand over.
 CASES = {
     "dev": (STACKS["dev"], {}),
     "prod": (STACKS["prod"], {}),
     "prod-with-domain": (STACKS["prod"], {"domain": "api.example.com", "acmeEmail": "ops@example.com"}),
+    # Existing machines, with the registry, object store, CA and ACME server a cloud would give.
+    "hosts": (
+        HOSTS_STACK,
+        {
+            "caCertificate": "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n",
+            "acmeDirectory": "https://acme.example.com/dir",
+            "imageDelivery": "registry",
+        },
+    ),
 }
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import ast
 import json
 import os
+import shlex
 import subprocess
 import sys
 from collections import Counter, defaultdict
@@ -218,8 +219,12 @@ def test_the_inventory_output_works_with_ansible(run, tmp_path):
     api = inventory["api"]["hosts"][0]
     assert hostvars[bastion]["ansible_host"] == result.outputs["bastion_public_ip"]
     assert hostvars[api]["ansible_host"].startswith("10.")
-    assert f"ProxyJump=admin@{result.outputs['bastion_public_ip']}" in hostvars[api]["ansible_ssh_common_args"]
-    assert "ansible_ssh_common_args" not in hostvars[bastion]
+    # Through the bastion, with the same options for the jump: a new host key accepted once.
+    behind = shlex.split(hostvars[api]["ansible_ssh_common_args"])
+    jump = shlex.split(next(a for a in behind if a.startswith("ProxyCommand=")).removeprefix("ProxyCommand="))
+    assert jump[:3] == ["ssh", "-W", "%h:%p"] and jump[-1] == f"admin@{result.outputs['bastion_public_ip']}"
+    for args in (behind, jump, shlex.split(hostvars[bastion]["ansible_ssh_common_args"])):
+        assert "StrictHostKeyChecking=accept-new" in args
     assert hostvars[api]["app_secrets"] == result.outputs["secrets"]
     assert hostvars[api]["admin_cidrs"] == stack_config(STACKS[stack])["microservices:adminCidrs"]
 
@@ -234,6 +239,34 @@ def test_the_inventory_script_explains_a_missing_source(tmp_path):
     )
     assert script.returncode == 1
     assert "missing.json: no such file" in script.stderr and "Traceback" not in script.stderr
+
+
+# What Pulumi prints when the local backend's passphrase is missing or wrong (pulumi/pulumi#8386, #9489).
+PASSPHRASE_ERRORS = {
+    'error: constructing secrets manager of type "passphrase": unable to find either `PULUMI_CONFIG_PASSPHRASE` '
+    "or `PULUMI_CONFIG_PASSPHRASE_FILE` when trying to access the Passphrase Secrets Provider": "need its passphrase",
+    "error: failed to decrypt: incorrect passphrase, please set PULUMI_CONFIG_PASSPHRASE to the correct "
+    "passphrase": "is not the stack's passphrase",
+}
+
+
+@pytest.mark.parametrize("said", list(PASSPHRASE_ERRORS))
+def test_the_inventory_script_names_the_passphrase_pulumi_needs(said, tmp_path):
+    """The Pulumi CLI stood in for by a script that answers as Pulumi does (no CLI can be had here)."""
+    (tmp_path / "pulumi").write_text(f"#!/bin/sh\necho '{said}' >&2\nexit 255\n")
+    (tmp_path / "pulumi").chmod(0o755)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PULUMI_")}
+    script = subprocess.run(
+        [sys.executable, str(REPO_ROOT / "ansible/inventory/pulumi.py"), "--list"],
+        env={**env, "PATH": f"{tmp_path}:{env['PATH']}", "PULUMI_STACK": "dev"},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert script.returncode == 1 and "Traceback" not in script.stderr
+    message = script.stderr.strip()
+    assert message.startswith("pulumi inventory: ") and len(message.splitlines()) == 1, message
+    assert PASSPHRASE_ERRORS[said] in message and "export PULUMI_CONFIG_PASSPHRASE" in message
 
 
 def tiers(stack: str, **changes: dict) -> dict:

@@ -42,14 +42,10 @@ def deploy(config: StackConfig) -> Deployment:
     }
 
     inventory_vars: dict[str, pulumi.Input] = {
-        # A production stack's load balancer serves HTTPS only (the lb role refuses otherwise).
-        "production": config.production,
         "aws_region": pulumi.Config("aws").require("region"),
         "backup_target": "s3",
         "backup_bucket": backups.bucket.id,
     }
-    if config.domain:
-        inventory_vars.update(tls_domain=config.domain, acme_email=config.acme_email)
     if image.registry is not None:
         # Hosts log in to ECR with their instance role (Debian's amazon-ecr-credential-helper).
         inventory_vars.update(registry_server=image.registry, registry_credential_helper="ecr-login")

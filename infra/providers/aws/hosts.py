@@ -89,16 +89,17 @@ class Tier(pulumi.ComponentResource):
         size = config.tiers[name]
         subnets = network.public_subnets if tier.public else network.private_subnets
         child = pulumi.ResourceOptions(parent=self)
-        # Hosts that hold data are never replaced by a new image (or new first-boot data), and
-        # a production stack will not delete them at all.
-        instance_opts = (
-            pulumi.ResourceOptions(parent=self, ignore_changes=["ami", "userData"], protect=config.production)
-            if tier.data_volume
-            else child
-        )
         self.hosts: list[Host] = []
         for number in range(1, size.count + 1):
             zone = config.zones[(number - 1) % len(config.zones)]
+            # A host starts once its subnet routes out (cloud-init's package update needs it).
+            # Hosts that hold data are never replaced by a new image (or new first-boot data),
+            # and a production stack will not delete them at all.
+            instance_opts = pulumi.ResourceOptions(parent=self, depends_on=[network.routes[tier.public, zone]])
+            if tier.data_volume:
+                instance_opts = pulumi.ResourceOptions.merge(
+                    instance_opts, pulumi.ResourceOptions(ignore_changes=["ami", "userData"], protect=config.production)
+                )
             hostname = f"{config.stack}-{name}-{number}"
             tags = {**config.base_tags(name), "Name": hostname}
             instance = aws.ec2.Instance(
@@ -137,11 +138,14 @@ class Tier(pulumi.ComponentResource):
                     tags={**tags, "Name": f"{hostname}-data", "purpose": "data", **(data_volume_tags or {})},
                     opts=pulumi.ResourceOptions(parent=self, protect=config.production),
                 )
+                # A mounted volume will not detach from a running instance: stop it first, or a
+                # `pulumi destroy` (or a replaced data node) waits on the detach until it fails.
                 aws.ec2.VolumeAttachment(
                     f"{hostname}-data",
                     device_name=DATA_DEVICE,
                     volume_id=volume.id,
                     instance_id=instance.id,
+                    stop_instance_before_detaching=True,
                     opts=child,
                 )
             self.hosts.append(

@@ -33,6 +33,9 @@ class Network(pulumi.ComponentResource):
         half = len(blocks) // 2
         self.public_subnets: dict[str, aws.ec2.Subnet] = {}
         self.private_subnets: dict[str, aws.ec2.Subnet] = {}
+        # (public, zone) -> the association that gives the zone's subnet its way out (the
+        # internet gateway, or the NAT gateway): hosts wait for it, so that cloud-init can update.
+        self.routes: dict[tuple[bool, str], aws.ec2.RouteTableAssociation] = {}
         for index, zone in enumerate(config.zones):
             self.public_subnets[zone] = aws.ec2.Subnet(
                 f"{name}-public-{zone}",
@@ -61,7 +64,7 @@ class Network(pulumi.ComponentResource):
             opts=child,
         )
         for zone, subnet in self.public_subnets.items():
-            aws.ec2.RouteTableAssociation(
+            self.routes[True, zone] = aws.ec2.RouteTableAssociation(
                 f"{name}-public-{zone}", subnet_id=subnet.id, route_table_id=public_routes.id, opts=child
             )
 
@@ -87,7 +90,7 @@ class Network(pulumi.ComponentResource):
                 tags={**tags, "Name": f"{config.stack}-private-{zone}"},
                 opts=child,
             )
-            aws.ec2.RouteTableAssociation(
+            self.routes[False, zone] = aws.ec2.RouteTableAssociation(
                 f"{name}-private-{zone}", subnet_id=subnet.id, route_table_id=routes.id, opts=child
             )
         self.register_outputs({"vpc_id": self.vpc.id})
