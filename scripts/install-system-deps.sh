@@ -2,8 +2,9 @@
 # Install the Debian packages the test suite and the local stack run: redis-server and
 # rabbitmq-server (started by the tests on their own ports, never as system services),
 # Python 3.11 with venv, and for the compose stack's tests Docker (docker.io), debootstrap
-# (images without a registry) and openssl; wrk for the benchmark. Idempotent: does nothing
-# when all is present.
+# (images without a registry) and openssl; wrk for the benchmark; the AWS CLI, which a
+# controller reads a stack's backups with (restore.yml; the lab's S3 API). Idempotent: does
+# nothing when all is present.
 set -euo pipefail
 
 missing=()
@@ -18,6 +19,7 @@ command -v dockerd >/dev/null 2>&1 || missing+=(docker.io)
 command -v debootstrap >/dev/null 2>&1 || missing+=(debootstrap)
 command -v openssl >/dev/null 2>&1 || missing+=(openssl)
 command -v wrk >/dev/null 2>&1 || missing+=(wrk)
+command -v aws >/dev/null 2>&1 || missing+=(awscli)
 
 if [ ${#missing[@]} -eq 0 ]; then
     exit 0

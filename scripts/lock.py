@@ -7,6 +7,7 @@ Each lock is compiled by `uv pip compile` from the file that names the direct de
     infra/requirements.in          -> infra/requirements.txt           the Pulumi program (.venv-infra)
     requirements-dev.in            -> requirements-dev.txt             .venv: tests, tools, fleet, the lab's controller
     docker/local/secantus.in       -> docker/local/secantus.txt        the MongoDB stand-in image
+    ansible/lab/cloud.in           -> ansible/lab/cloud.txt            the lab's S3 API (moto)
 
 in that order: each later one is constrained (-c) by the earlier locks, so a package has one
 version in every install. Every install runs pip with --require-hashes, so a package missing
@@ -53,6 +54,7 @@ LOCKS = (
     Lock("infra/requirements.in", "infra/requirements.txt"),
     Lock("requirements-dev.in", "requirements-dev.txt"),
     Lock("docker/local/secantus.in", "docker/local/secantus.txt"),
+    Lock("ansible/lab/cloud.in", "ansible/lab/cloud.txt"),
 )
 PIN = re.compile(r"^([A-Za-z0-9][A-Za-z0-9._-]*)(?:\[[^\]]*\])?==([^\s;\\]+)")
 

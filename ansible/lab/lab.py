@@ -1,40 +1,48 @@
 #!/usr/bin/env python3
-"""A local multi-host lab to rehearse the rollout without a cloud account.
+"""A local multi-host lab to rehearse the user's path without a cloud account.
 
     python ansible/lab/lab.py up      (make lab-up)
     python ansible/lab/lab.py down    (make lab-down)
     python ansible/lab/lab.py status
-    python ansible/lab/lab.py image 0.1.1   (a new app version to deploy)
+    python ansible/lab/lab.py image 0.1.1             (a new app version, pushed: prints its digest)
+    python ansible/lab/lab.py push IMAGE [REPOSITORY] (a built image, pushed: prints its digest)
 
 Hosts are containers that behave like Debian 12 VMs (systemd, sshd, python3; Docker runs
 inside them once Ansible installs it): a load balancer and a bastion on a public network,
 two API hosts, two worker hosts and a data node on a private one, like the Pulumi stack's
-subnets. `up` writes the stack outputs Pulumi would (DIR/outputs.json), so the same dynamic
-inventory serves both:
+subnets. Around them, the services a cloud gives (cloud.py): a registry that takes a password,
+an S3 API for the backups and an ACME server, over TLS from the lab's own CA.
 
-    PULUMI_OUTPUTS_FILE=.lab/outputs.json ansible-playbook -i ansible/inventory/pulumi.py ansible/site.yml
+The lab is a stack of the hosts provider: `up` writes its stack file (DIR/Pulumi.NAME.yaml) and
+runs the Pulumi program on it under the engine's mocks (infra/offline.py: no Pulumi CLI can be
+had here), which writes the outputs `pulumi stack output --json --show-secrets` gives
+(DIR/outputs.json, mode 0600). From there on, the user's commands:
 
-No registry is needed: the images are delivered as archives (image_delivery=archive).
+    export PULUMI_OUTPUTS_FILE=.lab/outputs.json
+    fleet setup          # converges every host through the bastion, from an empty known_hosts
 """
 
 from __future__ import annotations
 
 import argparse
-import hashlib
-import json
 import os
-import secrets
+import socket
 import subprocess
 import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import yaml
+
 REPO_ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO_ROOT))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from infra.inventory import render  # noqa: E402
-from topology import SECRETS, TIERS  # noqa: E402
+from cloud import Cloud, CloudError  # noqa: E402
+
+from infra.release import ReleaseError, content_tag  # noqa: E402
+from topology import TIERS  # noqa: E402
 
 HOST_IMAGE = "microservices-lab/host:bookworm"
 SSH_USER = "admin"
@@ -62,11 +70,12 @@ DIND_FLAGS = [
     "/run/lock",
 ]
 # A data node's data volume: a sparse file on this machine (in /dev/shm) behind a loop
-# device, handed to the host under the name EC2 gives an EBS volume on Nitro (its serial is
-# the volume id), so the data_volume role finds it as it would in the cloud.
+# device, handed to the host under a stable name, which the stack's machines list gives
+# (dataVolume), as an operator names a machine's disk.
 DATA_VOLUME_SIZE = "8G"
-EBS_BY_ID = "/dev/disk/by-id/nvme-Amazon_Elastic_Block_Store_"
+DATA_VOLUME_BY_ID = "/dev/disk/by-id/virtio-lab-data-"
 IMAGE_VARS = {"mongodb": "MONGO_IMAGE", "redis": "REDIS_IMAGE", "rabbitmq": "RABBITMQ_IMAGE", "nginx": "NGINX_IMAGE"}
+APP_REPOSITORY = "microservices-app"
 
 
 class LabError(Exception):
@@ -81,11 +90,9 @@ class LabHost:
     public_ip: str | None
 
     @property
-    def data_volume_id(self) -> str | None:
-        """A made-up EBS volume id (vol- and 17 hex digits), the same for the same host name."""
-        if self.tier != "data":
-            return None
-        return "vol-0" + hashlib.sha256(self.name.encode()).hexdigest()[:16]
+    def data_volume(self) -> str | None:
+        """The data volume's stable device path on the host (data nodes only)."""
+        return DATA_VOLUME_BY_ID + self.name if self.tier == "data" else None
 
 
 def run(
@@ -110,6 +117,12 @@ class Lab:
         self.subnet = subnet  # the first two octets, e.g. 172.30
         self.public_net = f"{name}-public"
         self.private_net = f"{name}-private"
+        self.cloud = Cloud(
+            name,
+            self.dir,
+            {"public": (self.public_net, f"{subnet}.1"), "private": (self.private_net, f"{subnet}.2")},
+            domain=self.domain,
+        )
         self.hosts = [
             LabHost(f"{name}-lb-1", "lb", self.ip("private", 10), self.ip("public", 10)),
             LabHost(f"{name}-bastion-1", "bastion", self.ip("private", 5), self.ip("public", 5)),
@@ -128,8 +141,22 @@ class Lab:
         return self.dir / "id_ed25519"
 
     @property
-    def ssh_config(self) -> Path:
-        return self.dir / "ssh_config"
+    def known_hosts(self) -> Path:
+        """The stack's known_hosts: empty until `fleet setup` first connects (accept-new)."""
+        return self.dir / "known_hosts"
+
+    @property
+    def domain(self) -> str:
+        """The lab's DNS name for the API (the ACME server resolves it to the load balancer)."""
+        return f"api.{self.name}.test"
+
+    @property
+    def stack_file(self) -> Path:
+        return self.dir / f"Pulumi.{self.name}.yaml"
+
+    @property
+    def outputs_file(self) -> Path:
+        return self.dir / "outputs.json"
 
     @property
     def env_file(self) -> Path:
@@ -140,26 +167,25 @@ class Lab:
     def up(self) -> None:
         started = time.monotonic()
         self.dir.mkdir(parents=True, exist_ok=True)
+        self.dir.chmod(0o700)
         run(str(REPO_ROOT / "scripts/docker-engine.sh"))
-        images = self.images()
-        self.build_host_image()
+        local = self.images()
+        base = self.build_host_image()
         self.keys()
         self.networks()
         for host in self.hosts:
             self.start(host)
         for host in self.hosts:
             self.prepare(host)
-        self.write_outputs(images)
+        lb = next(h for h in self.hosts if h.tier == "lb")
+        self.cloud.up(lb.public_ip or "", base)
+        images = self.push_images(local)
+        self.write_stack(images)
+        self.render()
         self.wait_for_ssh()
         print(f"lab {self.name} is up ({time.monotonic() - started:.0f}s): {len(self.hosts)} hosts")
-        print(
-            f"  inventory: PULUMI_OUTPUTS_FILE={self.dir / 'outputs.json'} ansible-inventory "
-            "-i ansible/inventory/pulumi.py --graph"
-        )
-        print(
-            f"  converge:  PULUMI_OUTPUTS_FILE={self.dir / 'outputs.json'} ANSIBLE_CONFIG=ansible/ansible.cfg "
-            "ansible-playbook -i ansible/inventory/pulumi.py ansible/site.yml"
-        )
+        print(f"  stack:     {self.stack_file} (the hosts provider), outputs {self.outputs_file}")
+        print(f"  converge:  PULUMI_OUTPUTS_FILE={self.outputs_file} .venv/bin/fleet setup")
 
     def images(self) -> dict[str, str]:
         """The images the hosts will run: official ones if available here, else built from Debian."""
@@ -172,15 +198,34 @@ class Lab:
         self.build_app()
         return {"app": values["APP_IMAGE"], **{service: values[var] for service, var in IMAGE_VARS.items()}}
 
-    def image(self, version: str) -> None:
-        """Build the app image as microservices-app:VERSION (reporting VERSION in /health)."""
+    def image(self, version: str) -> str:
+        """Build the app image as microservices-app:VERSION (reporting VERSION in /health), push
+        it to the lab registry, and print what to deploy: its reference by digest."""
         if not self.env_file.exists():
             self.images()
         try:
             self.build_app(APP_IMAGE=f"microservices-app:{version}", APP_VERSION=version)
         except LabError as error:
             raise LabError(f"building microservices-app:{version} failed: {error}") from None
-        print(f"built microservices-app:{version}")
+        return self.push(f"microservices-app:{version}", APP_REPOSITORY, version)
+
+    def push(self, image: str, repository: str, tag: str | None = None) -> str:
+        """A local image in the lab registry; prints and returns its reference by digest."""
+        try:
+            reference = self.cloud.push(image, repository, tag or content_tag())
+        except ReleaseError as error:
+            raise LabError(str(error)) from None
+        print(reference)
+        return reference
+
+    def push_images(self, local: dict[str, str]) -> dict[str, str]:
+        """Every image the hosts run, in the lab registry: the app under its release tag (as a
+        release pushes it), the data services and nginx as a mirror of them would hold them."""
+        pushed = {"app": self.cloud.push(local["app"], APP_REPOSITORY, content_tag())}
+        for service in IMAGE_VARS:
+            name, _, tag = local[service].rpartition(":")
+            pushed[service] = self.cloud.push(local[service], f"mirror/{name.rsplit('/', 1)[-1]}", tag)
+        return pushed
 
     def build_app(self, **env: str) -> None:
         """The app image, built as the compose stack builds it (BuildKit, pip CA secret);
@@ -188,7 +233,8 @@ class Lab:
         compose = ["docker", "compose", "-f", str(REPO_ROOT / "docker-compose.yml"), "--env-file", str(self.env_file)]
         run(*compose, "-p", f"{self.name}-build", "build", "api", env=env)
 
-    def build_host_image(self) -> None:
+    def build_host_image(self) -> str:
+        """The hosts' image; returns the Debian base it was built on (the cloud's image uses it too)."""
         base = "local/debian:bookworm" if self._exists_image("local/debian:bookworm") else "debian:12"
         run(
             "docker",
@@ -200,20 +246,12 @@ class Lab:
             f"BASE_IMAGE={base}",
             str(REPO_ROOT / "ansible/lab"),
         )
+        return base
 
     def keys(self) -> None:
+        """The admin key; the stack hands its path to Ansible (sshPrivateKeyFile), nothing else."""
         if not self.key.exists():
             run("ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", f"{self.name}-admin", "-f", str(self.key))
-        self.ssh_config.write_text(
-            f"# The lab's SSH settings (written by lab.py).\n"
-            f"Host {self.subnet}.*\n"
-            f"  User {SSH_USER}\n"
-            f"  IdentityFile {self.key}\n"
-            f"  IdentitiesOnly yes\n"
-            f"  UserKnownHostsFile {self.dir / 'known_hosts'}\n"
-            f"  StrictHostKeyChecking accept-new\n"
-            f"  ConnectTimeout 10\n"
-        )
 
     def networks(self) -> None:
         for network, third in ((self.public_net, 1), (self.private_net, 2)):
@@ -237,11 +275,10 @@ class Lab:
             (self.public_net, host.public_ip) if host.public_ip else (self.private_net, host.private_ip)
         )
         devices = []
-        if host.data_volume_id:
+        if host.data_volume:
             loop = self.data_volume(host)
-            by_id = EBS_BY_ID + host.data_volume_id.replace("-", "")
             # Under its own name too: the boot-time mount finds a UUID by the kernel's name.
-            devices = ["--device", f"{loop}:{loop}", "--device", f"{loop}:{by_id}"]
+            devices = ["--device", f"{loop}:{loop}", "--device", f"{loop}:{host.data_volume}"]
         run(
             "docker",
             "run",
@@ -304,72 +341,76 @@ chmod 440 /etc/sudoers.d/90-cloud-init-users
 """
         run("docker", "exec", "-i", host.name, "bash", "-s", input=script)
 
-    def write_outputs(self, images: dict[str, str]) -> None:
-        secrets_file = self.dir / "secrets.json"
-        if not secrets_file.exists():
-            # The same secrets as the Pulumi stack's (infra/secrets.py), the API key longer.
-            values = {name: secrets.token_urlsafe(36 if name == "api_key" else 24) for name in SECRETS}
-            secrets_file.write_text(json.dumps(values, indent=2))
-            secrets_file.chmod(0o600)
-        hosts = {
-            tier: [
-                {
-                    "name": h.name,
-                    "zone": "lab",
-                    "private_ip": h.private_ip,
-                    "public_ip": h.public_ip,
-                    "data_volume_id": h.data_volume_id,
-                }
-                for h in self.hosts
-                if h.tier == tier
-            ]
-            for tier in TIERS
-        }
-        lb, bastion = hosts["lb"][0], hosts["bastion"][0]
-        ssh_options = f"-F {self.ssh_config}"
-        inventory = render(
-            hosts,
-            bastion_address=bastion["public_ip"],
-            ssh_user=SSH_USER,
-            app_image=images["app"],
-            lb_public_ip=lb["public_ip"],
+    def stack_config(self, images: dict[str, str]) -> dict:
+        """The lab's stack, as an operator of existing machines writes it (Pulumi.hosts.example.yaml)."""
+        settings = self.cloud.settings
+        machines: dict[str, list[dict]] = {tier: [] for tier in TIERS}
+        for h in self.hosts:
+            machine = {"name": h.name, "privateAddress": h.private_ip, "zone": "lab"}
+            if h.public_ip:
+                machine["address"] = h.public_ip
+            if h.data_volume:
+                machine["dataVolume"] = h.data_volume
+            machines[h.tier].append(machine)
+        config = {
+            "provider": "hosts",
+            "production": False,
             # The controller reaches the lab's public network from its gateway address.
-            admin_cidrs=[f"{self.subnet}.1.1/32"],
-            jump_options=ssh_options,
-            extra_vars={
-                "ansible_ssh_common_args": ssh_options,
-                "ansible_ssh_private_key_file": str(self.key),
-                "image_delivery": "archive",
-                "image_archive_dir": str(self.dir / "images"),
-                "images": {service: images[service] for service in IMAGE_VARS},
-                "lab": True,
+            "adminCidrs": [f"{self.subnet}.1.1/32"],
+            "sshUser": SSH_USER,
+            "sshPrivateKeyFile": str(self.key),
+            "sshKnownHostsFile": str(self.known_hosts),
+            "appImage": images["app"],
+            "imageDelivery": "registry",
+            "images": {service: images[service] for service in IMAGE_VARS},
+            "registry": {"server": self.cloud.registry_server, "username": "deploy"},
+            "registryPassword": {"secret": settings["registry_password"]},
+            "backupStore": {
+                "endpoint": self.cloud.s3_endpoint,
+                "bucket": self.cloud.bucket,
+                "region": "us-east-1",  # any name suits the lab's S3 API; the AWS CLI needs one
+                "accessKeyId": settings["s3_access_key_id"],
             },
-        )
-        outputs = {
-            "hosts": hosts,
-            "lb_public_ip": lb["public_ip"],
-            "bastion_public_ip": bastion["public_ip"],
-            "ssh_user": SSH_USER,
-            "app_image": images["app"],
-            "secrets": json.loads(secrets_file.read_text()),
-            "ansible_inventory": inventory,
+            "backupSecretAccessKey": {"secret": settings["s3_secret_access_key"]},
+            "caCertificate": self.cloud.ca.certificate_file.read_text(),
+            "acmeDirectory": self.cloud.acme_directory,
+            "acmeEmail": f"ops@{self.name}.test",
+            "machines": machines,
         }
-        path = self.dir / "outputs.json"
-        path.write_text(json.dumps(outputs, indent=2))
-        path.chmod(0o600)
+        return {f"microservices:{key}": value for key, value in config.items()}
+
+    def write_stack(self, images: dict[str, str]) -> None:
+        """The stack file (outside the checkout, mode 0600: with no Pulumi CLI to encrypt them,
+        its secrets are written {secret: VALUE})."""
+        header = "# The lab's stack (ansible/lab/lab.py): the hosts provider on the lab's machines.\n"
+        self.stack_file.write_text(header + yaml.safe_dump({"config": self.stack_config(images)}, sort_keys=False))
+        self.stack_file.chmod(0o600)
+
+    def render(self) -> None:
+        """`pulumi up` on the stack, under the engine's mocks: the outputs, the inventory among them."""
+        run(
+            sys.executable, "-m", "infra.offline", str(self.stack_file),
+            "--state", str(self.dir / "state.json"), "--outputs", str(self.outputs_file),
+            env={"PYTHONPATH": str(REPO_ROOT)},
+        )  # fmt: skip
 
     def wait_for_ssh(self) -> None:
-        bastion = next(h for h in self.hosts if h.tier == "bastion")
+        """Until every host's sshd answers, without connecting: known_hosts stays empty, as a new
+        stack's is, until `fleet setup` first connects."""
         deadline = time.monotonic() + 60
-        while True:
-            result = subprocess.run(
-                ["ssh", "-F", str(self.ssh_config), bastion.public_ip, "true"], capture_output=True, text=True
-            )
-            if result.returncode == 0:
-                return
-            if time.monotonic() > deadline:
-                raise LabError(f"cannot SSH to the bastion {bastion.public_ip}: {result.stderr.strip()}")
-            time.sleep(1)
+        for host in self.hosts:
+            while not self._ssh_banner(host.private_ip):
+                if time.monotonic() > deadline:
+                    raise LabError(f"sshd on {host.name} ({host.private_ip}) does not answer")
+                time.sleep(1)
+
+    @staticmethod
+    def _ssh_banner(address: str) -> bool:
+        try:
+            with socket.create_connection((address, 22), timeout=3) as connection:
+                return connection.recv(64).startswith(b"SSH-2.0-")
+        except OSError:
+            return False
 
     # --- down / status -------------------------------------------------------------------
 
@@ -396,8 +437,11 @@ chmod 440 /etc/sudoers.d/90-cloud-init-users
                 run("losetup", "-d", device, check=False)
         for host in self.hosts:
             self.data_volume_file(host).unlink(missing_ok=True)
-        for name in ("outputs.json", "secrets.json", "known_hosts", "ssh_config", "images.env"):
-            (self.dir / name).unlink(missing_ok=True)
+        self.cloud.down()
+        for path in (self.outputs_file, self.stack_file, self.known_hosts, self.env_file):
+            path.unlink(missing_ok=True)
+        for path in self.dir.glob("*state.json"):
+            path.unlink()
         print(f"lab {self.name} is down")
 
     def status(self) -> None:
@@ -405,6 +449,10 @@ chmod 440 /etc/sudoers.d/90-cloud-init-users
             state = run("docker", "inspect", "-f", "{{.State.Status}}", host.name, check=False).strip() or "absent"
             public = f"  public {host.public_ip}" if host.public_ip else ""
             print(f"{host.name:<24} {host.tier:<8} {state:<8} private {host.private_ip}{public}")
+        for service in (self.cloud.registry, self.cloud.s3, self.cloud.acme):
+            name = f"{self.name}-{service.name}"
+            state = run("docker", "inspect", "-f", "{{.State.Status}}", name, check=False).strip() or "absent"
+            print(f"{name:<24} {'cloud':<8} {state:<8} at {service.address}")
 
     @staticmethod
     def _exists_image(image: str) -> bool:
@@ -413,8 +461,12 @@ chmod 440 /etc/sudoers.d/90-cloud-init-users
 
 def main() -> int:
     parser = argparse.ArgumentParser(description="Local multi-host lab for the Ansible rollout.")
-    parser.add_argument("command", choices=["up", "down", "status", "image"])
-    parser.add_argument("version", nargs="?", help="for `image`: the version to build (microservices-app:VERSION)")
+    parser.add_argument("command", choices=["up", "down", "status", "image", "push"])
+    parser.add_argument(
+        "what",
+        nargs="*",
+        help="image: the VERSION to build (microservices-app:VERSION); push: IMAGE [REPOSITORY]",
+    )
     parser.add_argument("--name", default=os.environ.get("LAB_NAME", "lab"), help="prefix of containers and networks")
     parser.add_argument("--dir", type=Path, default=Path(os.environ.get("LAB_DIR", REPO_ROOT / ".lab")))
     parser.add_argument(
@@ -426,12 +478,16 @@ def main() -> int:
     lab = Lab(args.name, args.dir, args.subnet)
     try:
         if args.command == "image":
-            if not args.version:
+            if len(args.what) != 1:
                 parser.error("image needs a VERSION, e.g. `lab.py image 0.1.1`")
-            lab.image(args.version)
+            lab.image(args.what[0])
+        elif args.command == "push":
+            if not 1 <= len(args.what) <= 2:
+                parser.error("push needs an IMAGE, e.g. `lab.py push microservices-app:broken`")
+            lab.push(args.what[0], args.what[1] if len(args.what) > 1 else APP_REPOSITORY, None)
         else:
             getattr(lab, args.command)()
-    except LabError as error:
+    except (LabError, CloudError, ReleaseError) as error:
         print(f"lab: {error}", file=sys.stderr)
         return 1
     return 0

@@ -1,12 +1,17 @@
-"""The local multi-host lab for the rollout and fleet-health tests: up once, converged
-by site.yml over SSH through the bastion, and removed at the end (LAB_KEEP=1 keeps it;
-LAB_DIR and LAB_REUSE=1 take a kept one up again)."""
+"""The local multi-host lab for the rollout and fleet-health tests: up once, converged by
+`fleet setup` from the inventory the Pulumi program rendered for the lab's stack (the hosts
+provider), over SSH through the bastion from an empty known_hosts, and removed at the end
+(LAB_KEEP=1 keeps it; LAB_DIR and LAB_REUSE=1 take a kept one up again).
+
+Nothing a provider or the stack sets is passed with -e: a test that needs another stack writes
+one (Lab.variant) and renders it through the same program."""
 
 from __future__ import annotations
 
 import json
 import os
 import re
+import shlex
 import subprocess
 import sys
 import time
@@ -15,6 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
+import yaml
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
@@ -45,6 +51,45 @@ class Lab:
         return json.loads((self.dir / "outputs.json").read_text())
 
     @property
+    def stack_file(self) -> Path:
+        return self.dir / f"Pulumi.{LAB_NAME}.yaml"
+
+    @property
+    def cloud(self) -> dict:
+        """The lab cloud's generated credentials (ansible/lab/cloud.py)."""
+        return json.loads((self.dir / "cloud/settings.json").read_text())
+
+    @property
+    def cloud_registry(self) -> str:
+        """The stack's registry, host:port (the images are pushed there, the hosts pull from it)."""
+        return self.outputs["ansible_inventory"]["all"]["vars"]["registry_server"]
+
+    @property
+    def ca(self) -> Path:
+        """The lab's CA, which signs the registry's, the S3 API's and the ACME server's certificates."""
+        return self.dir / "cloud/ca.pem"
+
+    def variant(self, name: str, **config) -> Path:
+        """Another stack on the same machines: the lab's stack file with some settings changed
+        (None removes one), rendered by the Pulumi program as the lab's is. Returns its outputs."""
+        stack = yaml.safe_load(self.stack_file.read_text())
+        for key, value in config.items():
+            if value is None:
+                stack["config"].pop(f"microservices:{key}", None)
+            else:
+                stack["config"][f"microservices:{key}"] = value
+        stack_file = self.dir / f"Pulumi.{LAB_NAME}-{name}.yaml"
+        stack_file.write_text(yaml.safe_dump(stack, sort_keys=False))
+        outputs = self.dir / f"outputs-{name}.json"
+        rendered = subprocess.run(
+            [sys.executable, "-m", "infra.offline", str(stack_file), "--state", str(self.dir / "state.json"),
+             "--outputs", str(outputs)],
+            cwd=REPO_ROOT, capture_output=True, text=True, timeout=300,
+        )  # fmt: skip
+        assert rendered.returncode == 0, rendered.stderr
+        return outputs
+
+    @property
     def lb_url(self) -> str:
         return f"http://{self.outputs['lb_public_ip']}"
 
@@ -73,7 +118,10 @@ class Lab:
 
     @property
     def env(self) -> dict[str, str]:
-        """The environment the playbooks and the fleet command run in, pointed at this lab."""
+        """The environment the playbooks and the fleet command run in: the operator's, pointed at
+        this lab's stack outputs, with their own credentials for the stack's S3 API (restore.yml
+        reads the bucket on this machine), which trust the lab's CA."""
+        cloud = self.cloud
         return {
             **os.environ,
             "PATH": f"{BIN}:{os.environ['PATH']}",
@@ -83,12 +131,19 @@ class Lab:
             # Own control sockets: a stale one from an earlier lab with the same addresses
             # would point at hosts that are gone.
             "ANSIBLE_SSH_CONTROL_PATH_DIR": str(self.dir / "cp"),
+            "AWS_ACCESS_KEY_ID": cloud["s3_access_key_id"],
+            "AWS_SECRET_ACCESS_KEY": cloud["s3_secret_access_key"],
+            "AWS_CA_BUNDLE": str(self.ca),
         }
 
-    def run(self, name: str, command: list[str], timeout: float) -> PlaybookRun:
-        """A command whose output holds Ansible's recap (a playbook, or a fleet verb running one)."""
+    def run(self, name: str, command: list[str], timeout: float, outputs: Path | None = None) -> PlaybookRun:
+        """A command whose output holds Ansible's recap (a playbook, or a fleet verb running one);
+        `outputs` names another stack's outputs than the lab's (Lab.variant)."""
         started = time.monotonic()
-        result = subprocess.run(command, capture_output=True, text=True, timeout=timeout, env=self.env)
+        env = {**self.env, **({"PULUMI_OUTPUTS_FILE": str(outputs)} if outputs else {})}
+        result = subprocess.run(
+            command, capture_output=True, text=True, timeout=timeout, env=env, stdin=subprocess.DEVNULL
+        )
         output = result.stdout + result.stderr
         (self.dir / f"{name}-{int(started)}.log").write_text(output)
         recap = {
@@ -97,7 +152,7 @@ class Lab:
         }
         return PlaybookRun(result.returncode, output, time.monotonic() - started, recap)
 
-    def playbook(self, name: str, *extra: str, timeout: float = 1800) -> PlaybookRun:
+    def playbook(self, name: str, *extra: str, timeout: float = 1800, outputs: Path | None = None) -> PlaybookRun:
         command = [
             str(BIN / "ansible-playbook"),
             "-i",
@@ -107,11 +162,12 @@ class Lab:
         ]
         # By file name: a playbook given by its full path (tests/lab/playbooks/) would put the
         # log beside it, in the repository, instead of in the lab's directory.
-        return self.run(Path(name).name, command, timeout)
+        return self.run(Path(name).name, command, timeout, outputs)
 
-    def fleet(self, *args: str, timeout: float = 1800) -> PlaybookRun:
-        """The operators' front door (`fleet VERB ...`) on this lab, through the Pulumi inventory."""
-        return self.run(f"fleet-{args[0]}", self.fleet_command(*args), timeout)
+    def fleet(self, *args: str, timeout: float = 1800, outputs: Path | None = None) -> PlaybookRun:
+        """The operators' front door (`fleet VERB ...`) on this lab, through the Pulumi inventory
+        (of the lab's stack, or of another's `outputs`)."""
+        return self.run(f"fleet-{args[0]}", self.fleet_command(*args), timeout, outputs)
 
     def fleet_command(self, *args: str) -> list[str]:
         return [str(BIN / "fleet"), *args, "-i", str(REPO_ROOT / "ansible/inventory/pulumi.py")]
@@ -139,14 +195,22 @@ class Lab:
             env=env,
         )
 
+    def ssh_args(self, behind_bastion: bool = True) -> list[str]:
+        """The SSH options the rendered inventory carries (through the bastion, or to it)."""
+        inventory = self.outputs["ansible_inventory"]["all"]
+        variables = inventory["children"]["behind_bastion"]["vars"] if behind_bastion else inventory["vars"]
+        return shlex.split(variables["ansible_ssh_common_args"])
+
     def ssh(self, host_ip: str, command: str, timeout: float = 60) -> subprocess.CompletedProcess:
-        """Run a command on a lab host, through the bastion like Ansible does."""
-        bastion = self.outputs["bastion_public_ip"]
+        """Run a command on a lab host, through the bastion, with the inventory's SSH settings."""
+        outputs = self.outputs
+        args = self.ssh_args(behind_bastion=host_ip != outputs["bastion_public_ip"])
         return subprocess.run(
-            ["ssh", "-F", str(self.dir / "ssh_config"), "-J", bastion, host_ip, command],
+            ["ssh", *args, "-o", "BatchMode=yes", f"{outputs['ssh_user']}@{host_ip}", command],
             capture_output=True,
             text=True,
             timeout=timeout,
+            stdin=subprocess.DEVNULL,
         )
 
 
@@ -193,8 +257,12 @@ def pytest_runtest_teardown(item, nextitem) -> None:
 
 @pytest.fixture(scope="session")
 def converged(lab: Lab) -> Lab:
-    run = lab.playbook("site.yml")
-    TIMINGS.append(f"site.yml converge from fresh hosts: {run.seconds:.0f}s")
+    # A clean controller: the stack's known_hosts is empty, and nothing but the rendered
+    # inventory says how to reach the hosts (the bastion included). stdin is closed, so a
+    # prompt for a host key would fail the run rather than wait.
+    assert not (lab.dir / "known_hosts").exists() or os.environ.get("LAB_REUSE") == "1"
+    run = lab.fleet("setup")
+    TIMINGS.append(f"fleet setup (site.yml) from fresh hosts: {run.seconds:.0f}s")
     assert run.returncode == 0 and not failed_hosts(run), run.output[-6000:]
     assert set(run.recap) >= {h["name"] for tier in lab.outputs["hosts"].values() for h in tier}
     return lab

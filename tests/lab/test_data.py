@@ -1,11 +1,12 @@
-"""The data node's data on its own volume, backups and the restore drill, and registry login
-with a credential helper: on the lab, whose data node has a real second block device (a
-loop device under the name EC2 gives an EBS volume)."""
+"""The data node's data on its own volume, backups to the stack's S3 API and the restore drill
+from it, and registry login with a credential helper: on the lab, whose data node has a real
+second block device (a loop device, named as the stack's machines list names it)."""
 
 from __future__ import annotations
 
 import json
 import subprocess
+import tarfile
 import time
 
 import httpx
@@ -13,7 +14,6 @@ from conftest import REPO_ROOT, TIMINGS, Lab, failed_hosts
 from helpers import wait_for
 
 MOUNT = "/srv/data"
-BACKUPS = "/var/backups/microservices"
 
 
 def data_node(lab: Lab) -> dict:
@@ -64,15 +64,24 @@ def task_result(output: str, task: str) -> str:
 
 
 RESULTS = ("ok", "changed", "skipping", "failed", "fatal")
+ECR = "123456789012.dkr.ecr.eu-central-1.amazonaws.com"  # tests/lab/playbooks/credential_helper.yml
+
+
+def aws(lab: Lab, *args: str, timeout: float = 120) -> subprocess.CompletedProcess:
+    """The AWS CLI on this machine, as the operator runs it against the stack's S3 API."""
+    variables = lab.outputs["ansible_inventory"]["all"]["vars"]
+    endpoint = ["--endpoint-url", variables["backup_s3_endpoint"], "--region", variables["backup_s3_region"]]
+    return subprocess.run(["aws", *endpoint, *args], capture_output=True, text=True, env=lab.env, timeout=timeout)
 
 
 def test_the_data_services_live_on_the_mounted_data_volume(converged: Lab):
-    volume_id = data_node(converged)["data_volume_id"]
+    node = data_node(converged)["name"]
+    device_path = converged.outputs["ansible_inventory"]["all"]["children"]["data"]["hosts"][node]["data_volume_device"]
     device = on_data_node(converged, f"findmnt -n -o SOURCE,FSTYPE {MOUNT}").split()
     assert device[1] == "ext4", device
     fstab = on_data_node(converged, f"grep ' {MOUNT} ' /etc/fstab").split()
     assert fstab[0].startswith("UUID=") and "nofail" in fstab[3].split(","), fstab
-    uuid = on_data_node(converged, f"sudo blkid -s UUID -o value /dev/disk/by-id/*{volume_id.replace('-', '')}")
+    uuid = on_data_node(converged, f"sudo blkid -s UUID -o value {device_path}")
     assert fstab[0] == f"UUID={uuid}"
     assert on_data_node(converged, "sudo docker info -f '{{.DockerRootDir}}'") == f"{MOUNT}/docker"
     for volume in ("mongo-data", "redis-data", "rabbitmq-data"):
@@ -99,19 +108,25 @@ def test_items_survive_a_restart_of_the_data_node(converged: Lab):
     assert on_data_node(converged, f"cat {MOUNT}/marker") == "kept"
 
 
-def test_the_restore_drill_brings_every_item_back(converged: Lab):
+def test_the_restore_drill_brings_every_item_back(converged: Lab, tmp_path):
     prefix = f"drill-{time.time_ns()}"
     created = create_items(converged, prefix, 60)
+    node = data_node(converged)["name"]
+    bucket = converged.outputs["ansible_inventory"]["all"]["vars"]["backup_bucket"]
 
+    # The backup goes to the stack's bucket, through its S3 API, with the data node's own key.
     on_data_node(converged, "sudo systemctl start microservices-backup.service", timeout=300)
-    archives = on_data_node(converged, f"sudo ls -1 {BACKUPS}").split()
+    in_bucket = aws(converged, "s3", "ls", f"s3://{bucket}/{node}/")
+    assert in_bucket.returncode == 0, in_bucket.stderr
+    archives = [line.split()[-1] for line in in_bucket.stdout.splitlines()]
     assert archives and all(name.endswith(".tar") for name in archives), archives
+    assert on_data_node(converged, "sudo ls /var/backups/microservices 2>/dev/null | wc -l") == "0"
     latest = sorted(archives)[-1].removesuffix(".tar")
-    contents = on_data_node(converged, f"sudo tar -tf {BACKUPS}/{latest}.tar").split()
-    assert f"{latest}/mongodb/app/items.bson.gz" in contents, contents
-    definitions = json.loads(
-        on_data_node(converged, f"sudo tar -xOf {BACKUPS}/{latest}.tar {latest}/rabbitmq-definitions.json")
-    )
+    fetched = aws(converged, "s3", "cp", f"s3://{bucket}/{node}/{latest}.tar", str(tmp_path / "backup.tar"))
+    assert fetched.returncode == 0, fetched.stderr
+    with tarfile.open(tmp_path / "backup.tar") as archive:
+        assert f"{latest}/mongodb/app/items.bson.gz" in archive.getnames()
+        definitions = json.load(archive.extractfile(f"{latest}/rabbitmq-definitions.json"))
     assert "app" in {vhost["name"] for vhost in definitions["vhosts"]}
     assert on_data_node(converged, "systemctl is-enabled microservices-backup.timer") == "enabled"
 
@@ -122,10 +137,12 @@ def test_the_restore_drill_brings_every_item_back(converged: Lab):
     wait_ready(converged)
     assert listed(converged, prefix) == {}, "the data was not destroyed"
 
-    # Without a name, restore.yml lists what there is and stops.
+    # Without a name, restore.yml lists what the bucket holds and stops.
     unnamed = converged.playbook("restore.yml")
-    assert unnamed.returncode != 0 and latest in unnamed.output and "-e backup=NAME" in unnamed.output
+    assert unnamed.returncode != 0 and unnamed.says(latest) and "-e backup=NAME" in unnamed.output
+    assert unnamed.says(f"Backups in s3://{bucket}/{node}/")
 
+    # The archive is fetched on this machine with the operator's own credentials (Lab.env).
     restore = converged.playbook("restore.yml", "-e", "backup=latest")
     assert restore.returncode == 0 and not failed_hosts(restore), restore.output[-4000:]
     TIMINGS.append(f"restore drill: restore.yml of {len(created)} items took {restore.seconds:.1f}s")
@@ -137,20 +154,19 @@ def test_the_restore_drill_brings_every_item_back(converged: Lab):
 
 
 def test_hosts_log_in_to_the_registry_with_a_credential_helper(converged: Lab):
+    """ECR's path: no password, a helper that logs in with the host's identity. The lab has no
+    ECR: the playbook sets up the helper as the AWS stack's inventory asks, and the test checks
+    the helper and Docker's configuration, not a pull."""
     api_host = converged.hosts("api")[0]
-    registry = "123456789012.dkr.ecr.eu-central-1.amazonaws.com"
-    converged.ssh(
-        api_host["private_ip"],
-        'sudo install -d -m 700 /root/.docker && echo \'{"auths": {"registry.example.com": {}}}\' '
-        "| sudo tee /root/.docker/config.json >/dev/null",
-    )
+    before = json.loads(converged.ssh(api_host["private_ip"], "sudo cat /root/.docker/config.json").stdout)
     playbook = str(REPO_ROOT / "tests/lab/playbooks/credential_helper.yml")
-    variables = ["-e", f"registry_server={registry}", "--limit", api_host["name"]]
-    first = converged.playbook(playbook, *variables)
+    first = converged.playbook(playbook, "--limit", api_host["name"])
     assert first.returncode == 0 and not failed_hosts(first), first.output[-4000:]
-    again = converged.playbook(playbook, *variables)
+    again = converged.playbook(playbook, "--limit", api_host["name"])
     assert again.returncode == 0 and again.recap[api_host["name"]]["changed"] == 0, again.output[-3000:]
     config = json.loads(converged.ssh(api_host["private_ip"], "sudo cat /root/.docker/config.json").stdout)
-    assert config == {"auths": {"registry.example.com": {}}, "credHelpers": {registry: "ecr-login"}}
+    # Added beside the lab registry's login (the hosts provider's), which stays as it was.
+    assert config == {**before, "credHelpers": {ECR: "ecr-login"}}
+    assert converged.cloud_registry in config["auths"]
     helper = converged.ssh(api_host["private_ip"], "docker-credential-ecr-login version")
     assert helper.returncode == 0, helper.stderr

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shlex
 import subprocess
 import time
 from pathlib import Path
@@ -190,14 +191,22 @@ def many_hosts(converged: Lab) -> list[dict]:
         subprocess.run(["docker", "rm", "-f", *(h["name"] for h in hosts)], capture_output=True)
 
 
-def write_inventory(path: Path, lab: Lab, hosts: list[dict], **extra: str) -> Path:
-    outputs = lab.outputs
-    jump = f"-o ProxyJump=admin@{outputs['bastion_public_ip']} -F {lab.dir / 'ssh_config'}"
-    lines = ["all:", "  vars:", "    ansible_user: admin", f"    ansible_ssh_common_args: {jump}"]
-    lines += [f"    {k}: {v}" for k, v in extra.items()]
-    lines += ["  children:", "    fleet:", "      hosts:"]
-    lines += [f"        {h['name']}: {{ansible_host: {h['address']}, private_ip: {h['address']}}}" for h in hosts]
-    path.write_text("\n".join(lines) + "\n")
+def write_inventory(path: Path, lab: Lab, hosts: list[dict], known_hosts: Path | None = None, **extra: str) -> Path:
+    """A static inventory of `hosts`, reached as the stack reaches its hosts (its SSH settings)."""
+    args = shlex.join(lab.ssh_args())
+    if known_hosts:
+        args = args.replace(str(lab.dir / "known_hosts"), str(known_hosts))
+    inventory = {
+        "all": {
+            "vars": {"ansible_user": "admin", "ansible_ssh_common_args": args, **extra},
+            "children": {
+                "fleet": {
+                    "hosts": {h["name"]: {"ansible_host": h["address"], "private_ip": h["address"]} for h in hosts}
+                }
+            },
+        }
+    }
+    path.write_text(json.dumps(inventory))
     return path
 
 
@@ -224,17 +233,9 @@ def test_ssh_problems_get_clear_errors(converged: Lab, tmp_path, many_hosts):
     assert "refused the SSH key for user admin" in result.stdout
 
     # A host whose key is not in known_hosts.
-    config = (
-        (converged.dir / "ssh_config")
-        .read_text()
-        .replace(str(converged.dir / "known_hosts"), str(tmp_path / "empty_known_hosts"))
-    )
-    (tmp_path / "ssh_config").write_text(config)
     (tmp_path / "empty_known_hosts").write_text("")
     outputs = converged.outputs
-    text = write_inventory(tmp_path / "unknown.yml", converged, one).read_text()
-    text = text.replace(f"-F {converged.dir / 'ssh_config'}", f"-F {tmp_path / 'ssh_config'}")
-    (tmp_path / "unknown.yml").write_text(text)
-    result = converged.fleet_health(inventory=str(tmp_path / "unknown.yml"))
+    unknown = write_inventory(tmp_path / "unknown.yml", converged, one, known_hosts=tmp_path / "empty_known_hosts")
+    result = converged.fleet_health(inventory=str(unknown))
     assert result.returncode == 2 and "Traceback" not in result.stdout + result.stderr
     assert f"unknown or changed host key for jump host admin@{outputs['bastion_public_ip']}" in result.stdout

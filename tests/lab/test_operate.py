@@ -33,7 +33,7 @@ def test_details_names_what_runs_where_and_on_which_image(converged: Lab):
         for c in found[host["name"]]["containers"]
         if c["name"] in ("api", "worker", "beat")
     }
-    assert app == {"microservices-app:0.1.0"}, app  # rolled back by the rollout tests
+    assert app == {outputs["app_image"]}, app  # rolled back by the rollout tests
     assert {c["name"] for c in found[outputs["hosts"]["workers"][0]["name"]]["containers"]} >= {"beat"}
     assert {c["name"] for c in found[outputs["hosts"]["data"][0]["name"]]["containers"]} >= {"redis", "rabbitmq"}
     assert not any(host["error"] for host in found.values())
@@ -52,8 +52,11 @@ def test_audit_merges_every_hosts_history_in_time_order(converged: Lab):
     # The rollout tests' story, in order, on the first API host.
     first_api = converged.outputs["hosts"]["api"][0]["name"]
     story = [(e["playbook"], e["images"]["api"]) for e in history if e["host"] == first_api]
-    assert story[0] == ("site", "microservices-app:0.1.0"), story
-    assert ("deploy", "microservices-app:0.2.0") in story and story[-1] == ("rollback", "microservices-app:0.1.0")
+    first = converged.outputs["app_image"]  # the stack's, by digest
+    assert story[0] == ("site", first), story
+    deployed = [image for playbook, image in story if playbook == "deploy"]
+    assert deployed and deployed[0] != first and deployed[0].split("@")[0] == first.split("@")[0], story
+    assert story[-1] == ("rollback", first), story
 
     table = converged.fleet("audit", timeout=120)
     assert table.returncode == 0 and table.output.splitlines()[0].split()[:4] == ["TIME", "HOST", "PLAYBOOK", "BY"]

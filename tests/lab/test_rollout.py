@@ -63,6 +63,19 @@ def versions_by_host(lab: Lab, requests: int = 20) -> dict[str, set[str]]:
     return seen
 
 
+def test_a_clean_controller_reached_every_host_without_a_prompt(converged: Lab):
+    """`fleet setup` (the converged fixture) started with no known_hosts and stdin closed: every
+    host's key, the bastion's too, was accepted once, into the file the stack names."""
+    known_hosts = converged.dir / "known_hosts"
+    variables = converged.outputs["ansible_inventory"]["all"]["vars"]
+    assert f"UserKnownHostsFile={known_hosts}" in variables["ansible_ssh_common_args"]
+    addresses = [converged.outputs["bastion_public_ip"]]
+    addresses += [h["private_ip"] for tier in ("lb", "api", "workers", "data") for h in converged.hosts(tier)]
+    for address in addresses:
+        found = subprocess.run(["ssh-keygen", "-F", address, "-f", str(known_hosts)], capture_output=True, text=True)
+        assert found.returncode == 0, f"{address} is not in {known_hosts}"
+
+
 def test_site_converges_and_a_second_run_changes_nothing(converged: Lab):
     again = converged.fleet("setup")
     TIMINGS.append(f"fleet setup (site.yml) again, nothing to do: {again.seconds:.0f}s")
@@ -103,8 +116,9 @@ def deploy_lock(lab: Lab) -> dict | None:
 
 
 def test_rolling_deploy_loses_no_request_and_a_second_deploy_meanwhile_is_refused(converged: Lab):
-    converged.lab("image", NEW_VERSION)
-    image = f"microservices-app:{NEW_VERSION}"
+    # Built, pushed to the stack's registry, and deployed by digest, as a release is.
+    image = converged.lab("image", NEW_VERSION).split()[-1]
+    assert image.startswith(f"{converged.cloud_registry}/microservices-app@sha256:"), image
     with SteadyLoad(converged) as load:
         started = time.monotonic()
         # To a file: a pipe nobody reads while the second deploy runs could fill and stall the first.
@@ -140,6 +154,9 @@ def test_rolling_deploy_loses_no_request_and_a_second_deploy_meanwhile_is_refuse
 
 
 def test_a_broken_image_stops_at_the_first_host_and_is_rolled_back(converged: Lab, tmp_path):
+    """Delivered as an archive (a stack with imageDelivery: archive, for hosts without a registry):
+    the controller exports it, each host loads it."""
+    running = versions_by_host(converged)
     dockerfile = tmp_path / "Dockerfile"
     dockerfile.write_text(
         f"FROM microservices-app:{NEW_VERSION}\nUSER root\n"
@@ -152,16 +169,19 @@ def test_a_broken_image_stops_at_the_first_host_and_is_rolled_back(converged: La
         timeout=600,
     )
     first_api = converged.hosts("api")[0]["name"]
+    archive = converged.variant("archive", imageDelivery="archive")
+    previous = converged.fleet_json("details")["hosts"]
+    before = next(c["image"] for h in previous if h["host"] == first_api for c in h["containers"] if c["name"] == "api")
     with SteadyLoad(converged) as load:
-        run = converged.fleet("deploy", "microservices-app:broken")
-    TIMINGS.append(f"fleet deploy of a broken image, stopped and rolled back: {run.seconds:.0f}s")
+        run = converged.fleet("deploy", "microservices-app:broken", outputs=archive)
+    TIMINGS.append(f"fleet deploy of a broken image (archive delivery), stopped and rolled back: {run.seconds:.0f}s")
     assert run.returncode != 0
+    assert "Copy the archives from the controller" in run.output and "Load the archives" in run.output
     assert f"failed its health gate on {first_api}" in run.output
-    assert f"runs microservices-app:{NEW_VERSION} again" in run.output
+    assert f"runs {before} again" in run.output
     assert set(failed_hosts(run)) == {first_api}  # stopped there: no other host was touched
     assert not load.failures, f"{len(load.failures)} of {load.served} requests failed: {load.failures[:5]}"
-    versions = versions_by_host(converged)
-    assert all(v == {NEW_VERSION} for v in versions.values()) and len(versions) == 2, versions
+    assert versions_by_host(converged) == running
     assert deploy_lock(converged) is None, "the failed deploy kept its lock"
 
 

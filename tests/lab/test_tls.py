@@ -1,109 +1,107 @@
-"""HTTPS on the load balancer, with a certificate from a CA this test makes: a production
-inventory refuses to deploy without one; with one, port 443 serves the API with HSTS and
-modern TLS only, and port 80 answers nothing but a redirect and the ACME challenge."""
+"""HTTPS on the load balancer as a production stack gets it: the stack's domain and ACME email,
+and certbot on the load balancer asking the ACME server the stack names (the lab's pebble, in
+place of Let's Encrypt). A production stack without a domain refuses to deploy; with one,
+port 443 serves the API with HSTS and modern TLS only, under a certificate that chains to the
+ACME server's root, and port 80 answers nothing but a redirect and the ACME challenge."""
 
 from __future__ import annotations
 
-import datetime
-import ipaddress
 import socket
 import ssl
 
 import httpx
 import pytest
 from conftest import Lab, failed_hosts
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
 from helpers import wait_for
 
 ACME_DIR = "/etc/microservices/nginx/acme/.well-known/acme-challenge"
 
 
-def make_certificates(directory, address: str) -> tuple:
-    """A CA, and a certificate for the address signed by it: (ca.pem, tls.crt, tls.key)."""
-    now = datetime.datetime.now(datetime.UTC)
-    ca_key = ec.generate_private_key(ec.SECP256R1())
-    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "lab test CA")])
-    ca = (
-        x509.CertificateBuilder()
-        .subject_name(ca_name)
-        .issuer_name(ca_name)
-        .public_key(ca_key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=5))
-        .not_valid_after(now + datetime.timedelta(days=2))
-        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
-        .sign(ca_key, hashes.SHA256())
-    )
-    key = ec.generate_private_key(ec.SECP256R1())
-    certificate = (
-        x509.CertificateBuilder()
-        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, address)]))
-        .issuer_name(ca_name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=5))
-        .not_valid_after(now + datetime.timedelta(days=2))
-        .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address(address))]), critical=False)
-        .sign(ca_key, hashes.SHA256())
-    )
-    paths = directory / "ca.pem", directory / "tls.crt", directory / "tls.key"
-    paths[0].write_bytes(ca.public_bytes(serialization.Encoding.PEM))
-    paths[1].write_bytes(certificate.public_bytes(serialization.Encoding.PEM))
-    paths[2].write_bytes(
-        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
-    )
-    return paths
+def domain(lab: Lab) -> str:
+    """The lab's domain: its ACME server resolves it to the load balancer (ansible/lab/cloud.py)."""
+    return lab.cloud["domain"]
 
 
-def test_production_refuses_to_deploy_without_a_certificate(converged: Lab):
-    run = converged.playbook("site.yml", "-e", "production=true")
+def test_a_production_stack_without_a_domain_refuses_to_deploy(converged: Lab):
+    outputs = converged.variant("production-no-domain", production=True)
+    run = converged.playbook("site.yml", outputs=outputs)
     assert run.returncode != 0
-    assert "a production stack serves HTTPS only" in run.output
+    assert run.says("a production stack serves HTTPS only") and run.says("pulumi config set domain")
     assert not any(result["changed"] for result in run.recap.values()), "it changed something before refusing"
+
+
+def acme_root(lab: Lab, path) -> str:
+    """The root the ACME server's certificates chain to (pebble makes a new one as it starts),
+    from its management interface, itself served under the lab CA's certificate."""
+    management = lab.outputs["ansible_inventory"]["all"]["vars"]["acme_directory"].rsplit(":", 1)[0] + ":15000"
+    root = httpx.get(f"{management}/roots/0", verify=ssl.create_default_context(cafile=str(lab.ca)), timeout=10)
+    assert root.status_code == 200, root.text
+    path.write_text(root.text)
+    return str(path)
+
+
+def tls_to_lb(lab: Lab, cafile: str) -> httpx.Client:
+    """HTTPS to the load balancer's address under the domain's name (no DNS for the lab domain
+    on this machine: the name goes in SNI and Host), trusting only `cafile`."""
+    return httpx.Client(
+        base_url=f"https://{lab.outputs['lb_public_ip']}",
+        headers={"Host": domain(lab)},
+        verify=ssl.create_default_context(cafile=cafile),
+        timeout=10,
+    )
+
+
+def get(client: httpx.Client, path: str) -> httpx.Response:
+    return client.get(path, extensions={"sni_hostname": client.headers["Host"]})
 
 
 @pytest.fixture(scope="module")
 def https_lab(converged: Lab, tmp_path_factory):
-    address = converged.outputs["lb_public_ip"]
-    ca, certificate, key = make_certificates(tmp_path_factory.mktemp("tls"), address)
+    """The lab's stack made production, with the lab domain: converged on the load balancer."""
+    outputs = converged.variant("production", production=True, domain=domain(converged))
     lb = converged.hosts("lb")[0]["name"]
-    tls = ["-e", "production=true", "-e", f"tls_cert_file={certificate}", "-e", f"tls_key_file={key}"]
-    run = converged.playbook("site.yml", "--limit", lb, *tls)
+    run = converged.playbook("site.yml", "--limit", lb, outputs=outputs)
     assert run.returncode == 0 and not failed_hosts(run), run.output[-4000:]
-    wait_for(lambda: answers(f"https://{address}/health", ca), timeout=60, interval=1, what="HTTPS")
-    yield address, ca
-    back = converged.playbook("site.yml", "--limit", lb)  # HTTP again for the other tests
+    root = acme_root(converged, tmp_path_factory.mktemp("acme") / "root.pem")
+
+    def answers() -> bool:
+        try:
+            with tls_to_lb(converged, root) as client:
+                return get(client, "/health").status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    wait_for(answers, timeout=60, interval=1, what="HTTPS under the ACME server's certificate")
+    yield root
+    # HTTP again for the other tests: the lab's own stack (not production, no domain).
+    back = converged.playbook("site.yml", "--limit", lb)
     assert back.returncode == 0 and not failed_hosts(back), back.output[-4000:]
-    wait_for(lambda: answers(f"http://{address}/health"), timeout=60, interval=1, what="plain HTTP again")
-
-
-def answers(url: str, ca=None) -> bool:
-    try:
-        verify = ssl.create_default_context(cafile=str(ca)) if ca else True
-        return httpx.get(url, verify=verify, timeout=5).status_code == 200
-    except httpx.HTTPError:
-        return False
 
 
 def test_https_serves_the_api_and_port_80_only_redirects(converged: Lab, https_lab):
-    address, ca = https_lab
     key = converged.outputs["secrets"]["api_key"]
-    with httpx.Client(verify=ssl.create_default_context(cafile=str(ca)), timeout=10) as client:
-        health = client.get(f"https://{address}/health")
+    with tls_to_lb(converged, https_lab) as client:
+        health = get(client, "/health")
         assert health.status_code == 200 and health.json()["status"] == "ok"
         assert health.headers["strict-transport-security"] == "max-age=63072000; includeSubDomains"
-        item = {"name": "over-tls", "price": 1.0}
-        created = client.post(f"https://{address}/api/items", json=item, headers={"X-API-Key": key})
+        created = client.post(
+            "/api/items",
+            json={"name": "over-tls", "price": 1.0},
+            headers={"X-API-Key": key},
+            extensions={"sni_hostname": domain(converged)},
+        )
         assert created.status_code == 201, created.text
+    # Not under the lab CA's (nor any other) certificate: only the ACME server's root.
+    with pytest.raises(httpx.ConnectError, match="CERTIFICATE_VERIFY_FAILED"):
+        with tls_to_lb(converged, str(converged.ca)) as client:
+            get(client, "/health")
 
-    with httpx.Client(timeout=10, follow_redirects=False) as plain:
+    address = converged.outputs["lb_public_ip"]
+    with httpx.Client(timeout=10, follow_redirects=False, headers={"Host": domain(converged)}) as plain:
         for method, path in (("GET", "/api/items?limit=1"), ("POST", "/api/items"), ("GET", "/health")):
             response = plain.request(method, f"http://{address}{path}", headers={"X-API-Key": key}, json={})
             assert response.status_code == 301, (method, path, response.status_code)
-            assert response.headers["location"] == f"https://{address}{path}"
+            assert response.headers["location"] == f"https://{domain(converged)}{path}"
             assert "strict-transport-security" not in response.headers  # HSTS only over HTTPS
         # The ACME challenge is the one thing port 80 still serves.
         token = "lab-token-123"
@@ -117,9 +115,19 @@ def test_https_serves_the_api_and_port_80_only_redirects(converged: Lab, https_l
         assert plain.get(f"http://{address}/.well-known/acme-challenge/missing").status_code == 404
 
 
-def handshake(address: str, context: ssl.SSLContext) -> str:
+def test_certbot_renews_from_the_stacks_acme_server(converged: Lab, https_lab):
+    lb = converged.hosts("lb")[0]["private_ip"]
+    renewal = converged.ssh(lb, f"sudo cat /etc/letsencrypt/renewal/{domain(converged)}.conf")
+    assert renewal.returncode == 0, renewal.stderr
+    directory = converged.outputs["ansible_inventory"]["all"]["vars"]["acme_directory"]
+    assert f"server = {directory}" in renewal.stdout
+    timer = converged.ssh(lb, "systemctl is-enabled certbot.timer")
+    assert timer.stdout.strip() == "enabled"
+
+
+def handshake(address: str, name: str, context: ssl.SSLContext) -> str:
     with socket.create_connection((address, 443), timeout=10) as sock:
-        with context.wrap_socket(sock, server_hostname=address) as tls:
+        with context.wrap_socket(sock, server_hostname=name) as tls:
             return tls.version()
 
 
@@ -131,13 +139,13 @@ def handshake(address: str, context: ssl.SSLContext) -> str:
         (ssl.TLSVersion.TLSv1_2, "AES128-SHA256:AES256-SHA:ECDHE-RSA-AES128-SHA"),  # no forward secrecy or AEAD
     ],
 )
-def test_old_protocols_and_weak_ciphers_are_refused(https_lab, version, ciphers):
-    address, ca = https_lab
-    context = ssl.create_default_context(cafile=str(ca))
-    assert handshake(address, context) == "TLSv1.3"
+def test_old_protocols_and_weak_ciphers_are_refused(converged: Lab, https_lab, version, ciphers):
+    address, name = converged.outputs["lb_public_ip"], domain(converged)
+    context = ssl.create_default_context(cafile=https_lab)
+    assert handshake(address, name, context) == "TLSv1.3"
     context.minimum_version = ssl.TLSVersion.MINIMUM_SUPPORTED
     context.maximum_version = version
     context.set_ciphers(ciphers)
     # An alert is the server refusing (a client that could not offer them fails without one).
     with pytest.raises(ssl.SSLError, match="alert"):
-        handshake(address, context)
+        handshake(address, name, context)
