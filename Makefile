@@ -52,9 +52,10 @@ $(STAMP): requirements-dev.txt pyproject.toml | lock-check
 
 venv: lock-check $(STAMP)
 
+# Every test, then the time of each tier (lint, service, infra, e2e, lab) at the end.
 test: deps venv
-	$(BIN)/ruff check $(LINT_PATHS)
-	$(BIN)/pytest $(PYTEST_ARGS)
+	@started=$$(date +%s) && $(BIN)/ruff check $(LINT_PATHS) && $(BIN)/ruff format --check $(LINT_PATHS) \
+	  && LINT_SECONDS=$$(( $$(date +%s) - started )) $(BIN)/pytest $(PYTEST_ARGS)
 
 # Everything but the lab and the compose stack (the e2e and lab markers), file by file in
 # parallel: most of these tests wait on servers rather than use the CPU.

@@ -27,6 +27,9 @@ import pytest
 from devstack.servers import free_port
 from devstack.stack import Stack
 
+# The time of each tier, printed at the end of the run (tests/tier_times.py).
+pytest_plugins = ["tier_times"]
+
 # Fast retries and a beat that fires every minute, so the suite sees them happen.
 # The call-out tests' HTTP server (tests/test_tasks.py) listens here, the one port allowed.
 CALLOUT_PORT = free_port()

@@ -284,3 +284,25 @@ def test_command_flags_exist(which):
                 known |= listed
         problems += [f"{doc.name}: {' '.join(command)}: {flag} is not in its --help" for flag in sorted(used - known)]
     assert not problems, "\n".join(dict.fromkeys(problems))
+
+
+SHOW_SECRETS = re.compile(r"--show-secrets[^\n>|]*>\s*(\S+)")
+
+
+@pytest.mark.parametrize("doc", DOCS, ids=lambda d: d.name)
+def test_saved_stack_outputs_stay_private(doc):
+    """Every documented `--show-secrets > FILE` (every password of a stack) writes under
+    `umask 077`, outside the checkout or to a name .gitignore covers."""
+    problems = []
+    for block in split(doc)[1]:
+        command = block.replace("\\\n", " ")
+        for match in SHOW_SECRETS.finditer(command):
+            target = match.group(1).rstrip(")")
+            if "umask 077" not in command[: match.start()]:
+                problems.append(f"{target}: written without `umask 077` before it")
+            if target.startswith(("~/", "/", "$HOME")):
+                continue
+            ignored = subprocess.run(["git", "check-ignore", "-q", target], cwd=REPO, timeout=30).returncode == 0
+            if not ignored:
+                problems.append(f"{target}: in the checkout and not ignored by .gitignore")
+    assert not problems, f"{doc.name}: {problems}"

@@ -1,0 +1,39 @@
+"""The time of each tier of the suite (lint, service, infra, e2e, lab), printed at the end of a
+run: the sum of each test's setup, call and teardown, so a tier's servers, compose stack or lab
+count in the tier that starts them. `make test` passes the time ruff took as LINT_SECONDS."""
+
+from __future__ import annotations
+
+import os
+from collections import defaultdict
+
+import pytest
+
+TIERS = ("lint", "service", "infra", "e2e", "lab")
+seconds: dict[str, float] = defaultdict(float)
+
+
+def tier(nodeid: str) -> str:
+    path = nodeid.split("::", 1)[0]
+    if path.startswith(("tests/e2e/", "tests/lab/", "tests/infra/")):
+        return path.split("/")[1]
+    return "lint" if path == "tests/test_ansible_lint.py" else "service"
+
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    seconds[tier(report.nodeid)] += report.duration
+
+
+def pytest_terminal_summary(terminalreporter) -> None:
+    lint = os.environ.get("LINT_SECONDS")
+    if lint and lint.isdigit():
+        seconds["lint"] += int(lint)
+    if not seconds:
+        return
+    terminalreporter.section("time by tier")
+    for name in TIERS:
+        if name in seconds:
+            minutes, rest = divmod(round(seconds[name]), 60)
+            terminalreporter.write_line(f"{name:<8} {minutes:3d} min {rest:02d} s")
+    minutes, rest = divmod(round(sum(seconds.values())), 60)
+    terminalreporter.write_line(f"{'total':<8} {minutes:3d} min {rest:02d} s")
