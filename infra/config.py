@@ -98,9 +98,9 @@ class StackConfig:
     production: bool
     admin_cidrs: list[str]
     ssh_user: str
-    tiers: dict[str, TierSize]  # the aws provider's sizes; for the hosts provider, the counts only
     app_image: str | None
-    # aws: where and on what the hosts are made.
+    # aws: how many hosts of what size, where and on what they are made.
+    tiers: dict[str, TierSize] = field(default_factory=dict)
     zones: list[str] = field(default_factory=list)
     vpc_cidr: str = ""
     ssh_public_key: str = ""
@@ -336,8 +336,8 @@ def _existing(config: pulumi.Config, production: bool, problems: list[str]) -> d
             "appImage: the hosts provider builds no image; push one (python -m infra.release push) and "
             "`pulumi config set appImage REGISTRY/microservices-app@sha256:...`"
         )
-    tiers = {tier: TierSize(count=len(hosts), size="small") for tier, hosts in machines.items()}
-    _check_counts(tiers, [], production, problems, key="machines")
+    counts = {tier: TierSize(count=len(hosts), size="") for tier, hosts in machines.items()}
+    _check_counts(counts, [], production, problems, key="machines")
     ca_certificate = config.get("caCertificate")
     if ca_certificate is not None and "-----BEGIN CERTIFICATE-----" not in ca_certificate:
         problems.append(
@@ -345,7 +345,6 @@ def _existing(config: pulumi.Config, production: bool, problems: list[str]) -> d
         )
     return {
         "machines": machines,
-        "tiers": tiers,
         "zones": sorted({m.zone for hosts in machines.values() for m in hosts}),
         "registry": _registry(config, problems),
         "object_store": _object_store(config, problems),
