@@ -18,11 +18,12 @@ import ipaddress
 import json
 import os
 import secrets
+import shutil
 import subprocess
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from commands import run, wait_until
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
@@ -34,17 +35,6 @@ REGISTRY_PORT = 5000
 S3_PORT = 9000
 ACME_PORT, ACME_MANAGEMENT_PORT = 14000, 15000
 REGISTRY_USER = "deploy"
-
-
-def run(*command: str, input: str | None = None, env: dict[str, str] | None = None, check: bool = True) -> str:
-    result = subprocess.run(command, capture_output=True, text=True, input=input, env=env, timeout=1800)
-    if check and result.returncode != 0:
-        raise CloudError(f"{' '.join(command[:6])}... failed:\n{result.stdout[-2000:]}{result.stderr[-2000:]}")
-    return result.stdout
-
-
-class CloudError(Exception):
-    pass
 
 
 class CertificateAuthority:
@@ -203,7 +193,7 @@ class Cloud:
         # compose, for the pip CA secret (BuildKit's), as docker/local/images.yml builds.
         run(
             "docker", "compose", "-f", str(HERE / "cloud-image.yml"), "build", "--quiet",
-            env={**_environ(), "BASE_IMAGE": base_image},
+            env={"BASE_IMAGE": base_image},
         )  # fmt: skip
 
     def start(self, service: Service, *arguments: str) -> None:
@@ -253,7 +243,7 @@ class Cloud:
         self.controller_certs.mkdir(parents=True, exist_ok=True)
         (self.controller_certs / "ca.crt").write_bytes(self.ca.certificate_file.read_bytes())
         self.docker_config.mkdir(exist_ok=True)
-        wait(lambda: self._login(), what=f"the registry at {self.registry_server}")
+        wait_until(self._login, f"the registry at {self.registry_server} did not let its user in")
 
     def _login(self) -> bool:
         result = subprocess.run(
@@ -261,7 +251,7 @@ class Cloud:
             input=self.settings["registry_password"],
             capture_output=True,
             text=True,
-            env={**_environ(), "DOCKER_CONFIG": str(self.docker_config)},
+            env={**os.environ, "DOCKER_CONFIG": str(self.docker_config)},
             timeout=60,
         )
         return result.returncode == 0
@@ -277,7 +267,7 @@ class Cloud:
             "--ssl-cert", "/etc/s3/tls.crt", "--ssl-key", "/etc/s3/tls.key",
         )  # fmt: skip
         # The bucket, as the stack's owner makes it before the first backup.
-        wait(lambda: self._create_bucket(), what=f"the S3 API at {self.s3_endpoint}")
+        wait_until(self._create_bucket, f"the S3 API at {self.s3_endpoint} did not make the bucket")
 
     def _create_bucket(self) -> bool:
         import httpx  # the dev virtualenv's; lab.py runs in it
@@ -329,16 +319,4 @@ class Cloud:
                 path.unlink(missing_ok=True)
             if self.controller_certs.exists():
                 self.controller_certs.rmdir()
-            subprocess.run(["rm", "-rf", str(self.dir)], check=False)
-
-
-def _environ() -> dict[str, str]:
-    return dict(os.environ)
-
-
-def wait(ready, what: str, timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    while not ready():
-        if time.monotonic() > deadline:
-            raise CloudError(f"{what} did not answer within {timeout:.0f}s")
-        time.sleep(1)
+            shutil.rmtree(self.dir, ignore_errors=True)

@@ -39,7 +39,8 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO_ROOT))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from cloud import Cloud, CloudError  # noqa: E402
+from cloud import Cloud  # noqa: E402
+from commands import LabError, run, wait_until  # noqa: E402
 
 from infra.release import ReleaseError, content_tag  # noqa: E402
 from topology import TIERS  # noqa: E402
@@ -78,10 +79,6 @@ IMAGE_VARS = {"mongodb": "MONGO_IMAGE", "redis": "REDIS_IMAGE", "rabbitmq": "RAB
 APP_REPOSITORY = "microservices-app"
 
 
-class LabError(Exception):
-    pass
-
-
 @dataclass(frozen=True)
 class LabHost:
     name: str
@@ -93,21 +90,6 @@ class LabHost:
     def data_volume(self) -> str | None:
         """The data volume's stable device path on the host (data nodes only)."""
         return DATA_VOLUME_BY_ID + self.name if self.tier == "data" else None
-
-
-def run(
-    *command: str,
-    check: bool = True,
-    input: str | None = None,
-    timeout: float = 1800,
-    env: dict[str, str] | None = None,
-) -> str:
-    """A command's output; LabError with its tail when it fails. `env` is added to ours."""
-    environment = {**os.environ, **env} if env else None
-    result = subprocess.run(command, capture_output=True, text=True, input=input, timeout=timeout, env=environment)
-    if check and result.returncode != 0:
-        raise LabError(f"{' '.join(command[:6])}... failed:\n{result.stdout[-2000:]}{result.stderr[-2000:]}")
-    return result.stdout
 
 
 class Lab:
@@ -320,14 +302,12 @@ class Lab:
 
     def prepare(self, host: LabHost) -> None:
         """What cloud-init does on a VM: the admin user with the key, sudo without password."""
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline:
+
+        def booted() -> bool:
             state = run("docker", "exec", host.name, "systemctl", "is-system-running", check=False).strip()
-            if state in ("running", "degraded"):
-                break
-            time.sleep(1)
-        else:
-            raise LabError(f"{host.name}: systemd did not finish booting ({state})")
+            return state in ("running", "degraded")
+
+        wait_until(booted, f"{host.name}: systemd did not finish booting", timeout=120)
         public_key = self.key.with_suffix(".pub").read_text().strip()
         script = f"""
 set -e
@@ -397,12 +377,11 @@ chmod 440 /etc/sudoers.d/90-cloud-init-users
     def wait_for_ssh(self) -> None:
         """Until every host's sshd answers, without connecting: known_hosts stays empty, as a new
         stack's is, until `fleet setup` first connects."""
-        deadline = time.monotonic() + 60
         for host in self.hosts:
-            while not self._ssh_banner(host.private_ip):
-                if time.monotonic() > deadline:
-                    raise LabError(f"sshd on {host.name} ({host.private_ip}) does not answer")
-                time.sleep(1)
+            wait_until(
+                lambda address=host.private_ip: self._ssh_banner(address),
+                f"sshd on {host.name} ({host.private_ip}) does not answer",
+            )
 
     @staticmethod
     def _ssh_banner(address: str) -> bool:
@@ -487,7 +466,7 @@ def main() -> int:
             lab.push(args.what[0], args.what[1] if len(args.what) > 1 else APP_REPOSITORY, None)
         else:
             getattr(lab, args.command)()
-    except (LabError, CloudError, ReleaseError) as error:
+    except (LabError, ReleaseError) as error:
         print(f"lab: {error}", file=sys.stderr)
         return 1
     return 0
