@@ -187,3 +187,29 @@ def test_a_dead_letter_that_arrives_while_mongodb_is_down_is_recorded_once_it_is
     assert task_id in dead_letters_cli(stack, "list").stdout
     log = "".join(worker.log_path.read_text() for worker in stack.workers)
     assert f"cannot record dead-lettered task {task_id} yet" in log  # it waited for MongoDB
+
+
+def test_an_outcome_that_meets_a_long_mongodb_outage_is_recorded_once_it_is_back(api, stack, mongo):
+    """A task that finishes while MongoDB is down, for longer than the worker waits to write its
+    record: the outcome is handed to the broker and written when MongoDB returns. The live result
+    in Redis is deleted meanwhile, as it expires after RESULT_TTL_SECONDS: only the record remains."""
+    if stack.mongo is None:
+        pytest.skip("MongoDB is external (TEST_MONGO_URL); this test stops the server it started itself")
+    from app.worker.celery_app import celery_app
+
+    task_id = api.post("/api/async/process", json={"data": "long outage", "iterations": 40}).json()["task_id"]
+    wait_for(lambda: api.get(f"/api/tasks/{task_id}").json()["state"] == "PROGRESS", timeout=60, what="running")
+    stack.mongo.stop()
+    try:
+        # SUCCESS in Redis once the worker is done with the record: its write failed after
+        # MONGO_WORKER_TIMEOUT_MS (5 s here), and the outcome went elsewhere, or nowhere.
+        wait_for(lambda: celery_app.AsyncResult(task_id).state == "SUCCESS", timeout=60, what="finished")
+        backend = celery_app.backend
+        assert backend.client.delete(backend.get_key_for_task(task_id)) == 1
+        time.sleep(10)  # longer than the worker's own wait: the outage outlasts it
+    finally:
+        stack.mongo.start()
+    final = wait_for_task(api, task_id, timeout=90)
+    assert final["state"] == "SUCCESS" and final["result"]["iterations"] == 40, final
+    log = "".join(worker.log_path.read_text() for worker in stack.workers)
+    assert "the outcome is recorded once it is back" in log

@@ -39,6 +39,7 @@ PROCESS_DATA = "app.tasks.process_data"
 GENERATE_REPORT = "app.tasks.generate_report"
 NOTIFY = "app.tasks.notify"
 CLEANUP = "app.tasks.cleanup"
+RECORD_OUTCOME = "app.tasks.record_outcome"
 
 
 class LiveStateBackend(RedisBackend):

@@ -29,7 +29,15 @@ from pymongo.errors import ConnectionFailure, PyMongoError
 from app.core.config import get_settings
 from app.data import item_store, mongo, task_records
 from app.worker import callout
-from app.worker.celery_app import CLEANUP, GENERATE_REPORT, HEAVY_QUEUE, NOTIFY, PROCESS_DATA, celery_app
+from app.worker.celery_app import (
+    CLEANUP,
+    GENERATE_REPORT,
+    HEAVY_QUEUE,
+    NOTIFY,
+    PROCESS_DATA,
+    RECORD_OUTCOME,
+    celery_app,
+)
 
 log = logging.getLogger(__name__)
 
@@ -61,6 +69,20 @@ def is_outage(exc: BaseException) -> bool:
     return isinstance(exc, redis.ConnectionError | redis.TimeoutError)
 
 
+def outage_delay(done: int) -> int:
+    """Seconds before the next try after `done` tries that met an outage: 2, 4, 8 ... 30."""
+    return min(2 ** (done + 1), OUTAGE_RETRY_MAX_SECONDS)
+
+
+def outage_retry(task: Task, exc: BaseException, done: int, **options: Any) -> Retry | Reject:
+    """The next try of a task that met an outage, `outage_delay(done)` from now (Task.retry itself:
+    an outage is never out of retries); back to the queue when the retry cannot be published."""
+    try:
+        return Task.retry(task, exc=exc, countdown=outage_delay(done), max_retries=task.request.retries + 1, **options)
+    except Reject:
+        return Reject(exc, requeue=True)
+
+
 class RecordedTask(Task):
     """Skips revoked tasks, writes retries and the final outcome to the task's record, and
     outlives outages.
@@ -69,6 +91,8 @@ class RecordedTask(Task):
     so whoever sees SUCCESS or FAILURE also sees the worker, the finish time and the retries.
     A task that meets a MongoDB or Redis outage (at its start, or on the way) is not failed:
     it runs again later, for as long as the outage lasts, without using up its own retries.
+    An outcome that cannot be written because MongoDB is down is handed to the broker
+    (record_outcome), which writes it once MongoDB is back: the live result in Redis expires.
     """
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
@@ -110,34 +134,43 @@ class RecordedTask(Task):
 
     def _after_outage(self, exc: BaseException) -> Retry | Reject:
         done = self.outage_retries
-        delay = min(2 ** (done + 1), OUTAGE_RETRY_MAX_SECONDS)
-        log.warning("a dependency is unavailable (%s): the task runs again in %ss", exc, delay)
-        try:
-            # Task.retry itself (not ours): an outage is never out of retries.
-            return super().retry(
-                exc=exc,
-                countdown=delay,
-                max_retries=self.request.retries + 1,
-                headers={OUTAGE_RETRIES_HEADER: done + 1},
-            )
-        except Reject:
-            # The retry could not be published (the broker is down too): back to the queue.
-            return Reject(exc, requeue=True)
+        log.warning("a dependency is unavailable (%s): the task runs again in %ss", exc, outage_delay(done))
+        return outage_retry(self, exc, done, headers={OUTAGE_RETRIES_HEADER: done + 1})
 
     def _record(self, state: str, result: Any = None, error: dict[str, str] | None = None) -> None:
+        outcome = [self.request.id, state, self.request.hostname, self.request.retries, result, error]
         try:
-            task_records.finish(
-                self.request.id, state, self.request.hostname, self.request.retries, result=result, error=error
-            )
-        except PyMongoError:
-            # The Redis result still holds the outcome for RESULT_TTL_SECONDS.
-            log.warning("could not record the outcome", exc_info=True)
+            task_records.finish(*outcome[:4], result=result, error=error)
+            return
+        except PyMongoError as exc:
+            if not is_outage(exc):
+                log.error("could not record the outcome", exc_info=True)
+                return
+            log.warning("MongoDB is unavailable (%s): the outcome is recorded once it is back", exc)
+        try:
+            # On a durable queue until MongoDB takes it; the live result in Redis alone would expire.
+            record_outcome.apply_async(args=outcome, countdown=outage_delay(0))
+        except Exception:  # noqa: BLE001 - kombu's errors: the broker is down too
+            log.error("could not hand the outcome over: only the live result holds it", exc_info=True)
 
     def on_retry(self, exc: BaseException, task_id: str, args: Any, kwargs: Any, einfo: Any) -> None:
         try:
             task_records.record_retry(task_id, self.request.retries + 1, task_records.error_of(exc))
         except PyMongoError:
             log.warning("could not record retry", exc_info=True)
+
+
+@celery_app.task(bind=True, name=RECORD_OUTCOME)
+def record_outcome(
+    self: Task, task_id: str, state: str, worker: str | None, retries: int, result: Any, error: dict[str, str] | None
+) -> None:
+    """Write the outcome of a task that finished while MongoDB was down, for as long as it stays down."""
+    try:
+        task_records.finish(task_id, state, worker, retries, result=result, error=error)
+    except PyMongoError as exc:
+        if not is_outage(exc):
+            raise
+        raise outage_retry(self, exc, self.request.retries) from exc
 
 
 def canonical_bytes(data: Any) -> bytes:
