@@ -103,3 +103,33 @@ def test_a_second_beat_waits_as_a_standby(stack, tmp_path):
     finally:
         standby.stop()
         stack.beat.start()
+
+
+def test_task_records_expire_however_many_there_are(stack, mongo):
+    """A TTL index on the records' expiry, so their number stays bounded whatever the daily cleanup
+    gets through; an index an earlier release made without TTL is turned into one at start-up."""
+    from app.data import mongo as app_mongo
+
+    mongo.tasks.drop_index("expires_at")
+    mongo.tasks.create_index("expires_at", name="expires_at")  # as before: no expiry
+    app_mongo._indexes_ready = False
+    app_mongo.ensure_indexes()
+    assert mongo.tasks.index_information()["expires_at"]["expireAfterSeconds"] == 0
+
+    now = datetime.now(UTC)
+    batch = f"ttl-{uuid.uuid4().hex[:8]}"
+    mongo.tasks.insert_many(
+        [
+            {"_id": f"{batch}-{n}", "kind": "process", "state": "SUCCESS", "expires_at": now - timedelta(minutes=n % 7)}
+            for n in range(1, 2001)
+        ]
+        + [{"_id": f"{batch}-fresh", "kind": "process", "state": "SUCCESS", "expires_at": now + timedelta(hours=1)}]
+    )
+    # MongoDB's TTL monitor (and SecantusDB's) sweeps every 60 s.
+    wait_for(
+        lambda: mongo.tasks.count_documents({"_id": {"$regex": f"^{batch}-"}}) == 1,
+        timeout=75,
+        interval=1,
+        what="the expired records swept by the TTL index",
+    )
+    assert mongo.tasks.count_documents({"_id": f"{batch}-fresh"}) == 1

@@ -16,6 +16,7 @@ import pymongo
 from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.collection import Collection
 from pymongo.database import Database
+from pymongo.errors import OperationFailure
 
 from app.core.config import get_settings
 
@@ -111,6 +112,22 @@ def collection(name: str) -> Collection:
     return get_db()[name]
 
 
+# MongoDB's codes for an index that exists with other options (a non-TTL one, here).
+INDEX_OPTIONS_CONFLICT = (85, 86)
+
+
+def _expiring(collection: Collection, field: str) -> None:
+    """A TTL index on `field` (documents removed once that date passed), named after the field;
+    an index of that name made without TTL (by an earlier release) is turned into one in place."""
+    try:
+        collection.create_index(field, name=field, expireAfterSeconds=0)
+    except OperationFailure as exc:
+        if exc.code not in INDEX_OPTIONS_CONFLICT:
+            raise
+        collection.database.command("collMod", collection.name, index={"name": field, "expireAfterSeconds": 0})
+        log.info("index %s.%s now expires documents", collection.name, field)
+
+
 def ensure_indexes() -> None:
     """Create the indexes once per process; safe to call on every request.
 
@@ -124,9 +141,10 @@ def ensure_indexes() -> None:
     db[ITEMS].create_index("name", unique=True, name="name_unique")
     db[ITEMS].create_index([("created_at", pymongo.DESCENDING), ("_id", pymongo.DESCENDING)], name="created_desc")
     db[ITEMS].create_index("tags", name="tags")
-    db[TASKS].create_index("expires_at", name="expires_at")
     db[REPORTS].create_index("created_at", name="created_at")
-    # MongoDB removes expired keys by itself; the daily cleanup does too (for servers without TTL).
-    db[IDEMPOTENCY_KEYS].create_index("expires_at", name="expires_at", expireAfterSeconds=0)
+    # MongoDB removes expired task records and keys by itself, however many there are; the
+    # daily cleanup does too (with the tasks' Redis results, and for servers without TTL).
+    for name in (TASKS, IDEMPOTENCY_KEYS):
+        _expiring(db[name], "expires_at")
     _indexes_ready = True
     log.info("mongodb indexes ensured", extra={"database": db.name})

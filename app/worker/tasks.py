@@ -45,7 +45,6 @@ log = logging.getLogger(__name__)
 PROCESS_SALT = b"app.tasks.process_data"
 PROGRESS_INTERVAL_SECONDS = 0.2
 CLEANUP_BATCH = 1000
-CLEANUP_MAX_BATCHES = 100
 
 
 class TransientCalloutError(Exception):
@@ -264,7 +263,8 @@ def cleanup() -> dict[str, int]:
     tasks = mongo.collection(mongo.TASKS)
     backend = celery_app.backend
     removed_tasks = removed_results = 0
-    for _ in range(CLEANUP_MAX_BATCHES):
+    # Every expired record, a batch at a time (MongoDB's TTL index removes them too).
+    while True:
         ids = [doc["_id"] for doc in tasks.find({"expires_at": {"$lt": now}}, {"_id": 1}).limit(CLEANUP_BATCH)]
         if not ids:
             break
