@@ -35,6 +35,7 @@ pytest_plugins = ["tier_times"]
 CALLOUT_PORT = free_port()
 TEST_SETTINGS = {
     "CALLOUT_ALLOWED_HOSTS": f"127.0.0.1:{CALLOUT_PORT}",
+    "CALLOUT_TIMEOUT_SECONDS": "5",
     "TASK_RETRY_BACKOFF_SECONDS": "1",
     "TASK_RETRY_BACKOFF_MAX_SECONDS": "2",
     # Exact delays: with full jitter a delay can be 0 s and the RETRY state too brief to see.
@@ -143,11 +144,17 @@ def unique() -> Callable[[str], str]:
 
 class CalloutServer(ThreadingHTTPServer):
     """A real HTTP endpoint for the call-out task: /ok, /flaky/<n>/<key> (n failures, then OK),
-    /down (always 503), /reject (400). Records every call."""
+    /down (always 503), /reject (400); on the first call only, /drip/<key> answers a byte every
+    DRIP_SECONDS and /big/<key> sends a BIG_BODY-byte body (later calls: OK at once). Records every
+    call, with when the caller hung up ("ended") and the bytes sent ("sent")."""
+
+    DRIP_SECONDS = 0.4
+    BIG_BODY = 256 * 1024 * 1024
 
     def __init__(self) -> None:
         super().__init__(("127.0.0.1", CALLOUT_PORT), CalloutHandler)
         self.calls: dict[str, list[dict]] = defaultdict(list)
+        self.deadline = float(TEST_SETTINGS["CALLOUT_TIMEOUT_SECONDS"])  # the worker's, for the whole call
 
     @property
     def url(self) -> str:
@@ -173,11 +180,41 @@ class CalloutHandler(BaseHTTPRequestHandler):
             status = 503 if len(calls) <= int(parts[1]) else 200
         elif parts[0] == "reject":
             status = 400
+        elif parts[0] in ("drip", "big"):
+            if len(calls) == 1:
+                return self.answer_slowly(call) if parts[0] == "drip" else self.answer_big(call)
+            status = 200
         else:
             status = 503
         self.send_response(status)
         self.send_header("content-length", "0")
         self.end_headers()
+
+    def answer_slowly(self, call: dict) -> None:
+        """A whole answer, but a byte at a time: no read waits long, the call takes ~15 s."""
+        try:
+            for byte in b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n":
+                self.wfile.write(bytes([byte]))
+                self.wfile.flush()
+                time.sleep(self.server.DRIP_SECONDS)
+        except OSError:
+            pass
+        call["ended"] = time.monotonic()
+        self.close_connection = True
+
+    def answer_big(self, call: dict) -> None:
+        self.send_response(200)
+        self.send_header("content-length", str(self.server.BIG_BODY))
+        self.end_headers()
+        chunk, call["sent"] = b"x" * 65536, 0
+        try:
+            while call["sent"] < self.server.BIG_BODY:
+                self.wfile.write(chunk)
+                call["sent"] += len(chunk)
+        except OSError:
+            pass
+        call["ended"] = time.monotonic()
+        self.close_connection = True
 
     def log_message(self, *args) -> None:
         pass

@@ -36,3 +36,18 @@ HOSTILE_QUERIES = [
     ({"offset": "-1"}, "offset"),
     ({"tag": "x" * 41}, "tag"),
 ]
+
+# IPv6 addresses the call-out refuses. Most carry the cloud metadata service's IPv4 address
+# (169.254.169.254), which a gateway delivers to: mapped, IPv4-compatible, NAT64 (well-known and
+# local-use), 6to4 and Teredo; Python 3.11.7's `is_global` calls all but the mapped one public.
+# 6to4 is refused whole: Python 3.11.2 (the image's) calls it private, 3.11.7 public.
+IPV6_REFUSED = [
+    "::ffff:169.254.169.254",
+    "::a9fe:a9fe",
+    "64:ff9b::a9fe:a9fe",
+    "64:ff9b:1::a9fe:a9fe",
+    "2002:a9fe:a9fe::1",
+    "2002:808:808::1",
+    "2001:0:4136:e378:8000:63bf:5601:5601",  # Teredo: the client is the inverted last 32 bits
+]
+IPV6_PUBLIC = ["::ffff:8.8.8.8", "64:ff9b::808:808", "2606:4700:4700::1111"]

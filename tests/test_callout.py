@@ -3,8 +3,12 @@
 
 from __future__ import annotations
 
+import ipaddress
+import socket
+
 import pytest
 from helpers import wait_for_task
+from hostile import IPV6_PUBLIC, IPV6_REFUSED
 
 from app.worker import callout
 from app.worker.callout import AllowList, CalloutRefused, Entry
@@ -54,6 +58,24 @@ def test_an_internal_address_passes_only_when_an_entry_names_it(monkeypatch, add
     use(monkeypatch, "10.99.0.0/16", ports=(80,))  # a network that does not hold it
     with pytest.raises(CalloutRefused):
         callout.resolve(f"http://{address}:80/")
+
+
+@pytest.mark.parametrize("address", IPV6_REFUSED)
+def test_a_name_that_resolves_to_an_internal_ipv6_address_is_refused(monkeypatch, address):
+    use(monkeypatch, "hooks.example.com")
+    answer = [(socket.AF_INET6, socket.SOCK_STREAM, 6, "", (address, 443, 0, 0))]
+    monkeypatch.setattr(callout.socket, "getaddrinfo", lambda *args, **kwargs: answer)
+    with pytest.raises(CalloutRefused, match=f"resolves to {ipaddress.ip_address(address)}, an internal"):
+        callout.resolve("https://hooks.example.com/")
+
+
+@pytest.mark.parametrize("address", IPV6_PUBLIC)
+def test_a_public_ipv6_address_passes(monkeypatch, address):
+    use(monkeypatch, "hooks.example.com")
+    answer = [(socket.AF_INET6, socket.SOCK_STREAM, 6, "", (address, 443, 0, 0))]
+    monkeypatch.setattr(callout.socket, "getaddrinfo", lambda *args, **kwargs: answer)
+    assert ipaddress.ip_address(callout.resolve("https://hooks.example.com/")[0]) == ipaddress.ip_address(address)
+    assert not callout.internal(ipaddress.ip_address(address))
 
 
 def test_the_api_refuses_hosts_and_ports_that_are_not_allowed(api, mongo, callout):

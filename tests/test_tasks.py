@@ -115,6 +115,26 @@ def test_a_refused_call_fails_at_once(api, callout, unique):
     assert len(callout.calls[path]) == 1
 
 
+def test_a_remote_end_that_drips_its_answer_meets_the_deadline_of_the_whole_call(api, callout, unique):
+    """Each byte comes well within a read timeout; the whole answer would take ~15 s."""
+    path = f"/drip/{unique('key')}"
+    task_id = api.post("/api/async/notify", json={"url": callout.url + path}).json()["task_id"]
+    final = wait_for_task(api, task_id)
+    assert final["state"] == "SUCCESS" and final["result"] == {"status_code": 200, "attempts": 2}, final
+    first = wait_for(lambda: "ended" in (call := callout.calls[path][0]) and call, timeout=5, what="hang-up")
+    assert first["ended"] - first["at"] < callout.deadline + 2 * callout.DRIP_SECONDS + 0.5, first
+
+
+def test_a_large_answer_is_not_read(api, callout, unique):
+    """Only the status matters: the worker hangs up after the headers, whatever the body's size."""
+    path = f"/big/{unique('key')}"
+    task_id = api.post("/api/async/notify", json={"url": callout.url + path}).json()["task_id"]
+    final = wait_for_task(api, task_id)
+    assert final["state"] == "SUCCESS" and final["result"] == {"status_code": 200, "attempts": 1}, final
+    first = wait_for(lambda: "ended" in (call := callout.calls[path][0]) and call, timeout=10, what="hang-up")
+    assert first["sent"] < callout.BIG_BODY / 16, f"{first['sent']:,} of {callout.BIG_BODY:,} bytes sent"
+
+
 def test_calls_to_hosts_not_allowed_are_refused_before_queueing(api, mongo):
     before = mongo.tasks.count_documents({})
     response = api.post("/api/async/notify", json={"url": "http://169.254.169.254/latest/meta-data"})

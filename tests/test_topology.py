@@ -253,3 +253,14 @@ def test_ansible_uses_exactly_the_stack_secrets():
     used = set(re.findall(r"app_secrets\.(\w+)", text))
     assert used <= set(SECRETS), f"ansible uses secrets the stack does not make: {sorted(used - set(SECRETS))}"
     assert set(SECRETS) <= used, f"the stack makes secrets ansible never uses: {sorted(set(SECRETS) - used)}"
+
+
+def test_nginx_keeps_the_request_ids_the_api_keeps():
+    """nginx puts its request id on every answer, the API's included; the two must agree on which
+    caller's ids to keep, or a log line and the answer would name different ids."""
+    from app.api.middleware import _VALID_REQUEST_ID
+
+    conf = (REPO_ROOT / "nginx/nginx.conf").read_text()
+    kept = re.search(r'map \$http_x_request_id \$req_id \{\s*"~([^"]+)" \$http_x_request_id;', conf)
+    assert kept, "nginx.conf: the $req_id map's first entry keeps the caller's id by a pattern"
+    assert kept[1] == _VALID_REQUEST_ID.pattern

@@ -34,6 +34,7 @@ SERVED_BY = (b"x-served-by", socket.gethostname().encode())
 # With ACCESS_LOG=errors, a request this slow is logged even when it succeeded.
 SLOW_REQUEST_SECONDS = 1.0
 # An incoming id is kept only if it is short and plain, so it is safe in logs and headers.
+# nginx/nginx.conf keeps the same ones (tests/test_topology.py checks).
 _VALID_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:\-]{1,128}$")
 
 

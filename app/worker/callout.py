@@ -6,9 +6,13 @@ or a network (`10.0.0.0/8`). An entry without a port allows CALLOUT_ALLOWED_PORT
 
 A name on the list is not enough to reach an internal address: every address the host resolves
 to must be public (not loopback, private, link-local, the cloud metadata service, multicast or
-reserved) unless an address or network entry names it. The request then goes to the address that
-was checked (the Host header and TLS name stay the host's), so DNS cannot change its answer between
-the check and the connection.
+reserved) unless an address or network entry names it. An IPv6 address that carries an IPv4 one
+(mapped, compatible, NAT64, Teredo) is judged by that too: `64:ff9b::a9fe:a9fe` reaches the
+metadata service through a NAT64 gateway, and Python's `is_global` calls it public. 6to4
+(`2002::/16`) is refused whole.
+
+The request then goes to the address that was checked (the Host header and TLS name stay the
+host's), so DNS cannot change its answer between the check and the connection.
 """
 
 from __future__ import annotations
@@ -25,6 +29,10 @@ from app.core.config import get_settings
 HOST_NAME = re.compile(r"[a-z0-9]([a-z0-9-]*[a-z0-9])?(\.[a-z0-9]([a-z0-9-]*[a-z0-9])?)*")
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+NAT64 = ipaddress.IPv6Network("64:ff9b::/96")  # RFC 6052's well-known prefix: the last 32 bits
+# Never public, whatever the Python: a site's own NAT64 translators (RFC 8215), and 6to4, which is
+# deprecated (RFC 7526) and which Python 3.11.2 calls private but 3.11.7 public.
+INTERNAL_IPV6 = (ipaddress.IPv6Network("64:ff9b:1::/48"), ipaddress.IPv6Network("2002::/16"))
 
 
 class CalloutRefused(Exception):
@@ -99,6 +107,28 @@ def allow_list() -> AllowList:
     )
 
 
+def _carried(address: IPAddress) -> list[IPAddress]:
+    """The address and every IPv4 address it carries, which a gateway may deliver to."""
+    if isinstance(address, ipaddress.IPv4Address):
+        return [address]
+    carried: list[IPAddress] = [address]
+    low32 = ipaddress.IPv4Address(int(address) & 0xFFFFFFFF)
+    if address.ipv4_mapped:
+        carried.append(address.ipv4_mapped)
+    elif address in NAT64 or int(address) >> 32 == 0:  # NAT64, or IPv4-compatible (::a.b.c.d)
+        carried.append(low32)
+    if address.sixtofour:
+        carried.append(address.sixtofour)
+    if address.teredo:
+        carried.extend(address.teredo)
+    return carried
+
+
+def internal(address: IPAddress) -> bool:
+    """Whether the address, or an IPv4 address it carries, is not public."""
+    return any(address in network for network in INTERNAL_IPV6) or any(not each.is_global for each in _carried(address))
+
+
 def _host_and_port(url: str) -> tuple[str, int]:
     parts = urlsplit(url)
     if parts.scheme not in ("http", "https") or not parts.hostname:
@@ -134,10 +164,7 @@ def resolve(url: str) -> tuple[str, str, int]:
         infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)  # OSError when it fails: transient
         addresses = list(dict.fromkeys(ipaddress.ip_address(info[4][0]) for info in infos))
     for address in addresses:
-        internal = (
-            address.ipv4_mapped if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped else address
-        )
-        if not internal.is_global and not allowed.names(internal):
+        if internal(address) and not any(allowed.names(each) for each in _carried(address)):
             raise CalloutRefused(
                 f"{host} resolves to {address}, an internal address; name it (or its network) in "
                 "CALLOUT_ALLOWED_HOSTS to allow it"

@@ -12,6 +12,7 @@ Their names and their retry policy (TASK_MAX_RETRIES, TASK_RETRY_*) are set with
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import logging
@@ -236,23 +237,33 @@ def notify(self: RecordedTask, url: str, payload: dict[str, Any]) -> dict[str, A
         (parts.scheme, f"[{address}]:{port}" if ":" in address else f"{address}:{port}", parts.path, parts.query, "")
     )
     attempt = self.request.retries - self.outage_retries + 1
-    with httpx.Client(timeout=get_settings().callout_timeout_seconds, follow_redirects=False) as client:
-        response = client.post(
-            target,
-            json=payload,
-            # The host's name, not the address, for virtual hosting and the TLS certificate.
-            headers={
-                "Host": parts.netloc.rpartition("@")[2],
-                "Idempotency-Key": self.request.id,
-                "X-Attempt": str(attempt),
-            },
-            extensions={"sni_hostname": host},
-        )
-    if response.status_code >= 500 or response.status_code in (408, 429):
-        raise TransientCalloutError(f"HTTP {response.status_code} from {url} (attempt {attempt})")
-    if response.status_code >= 400:
-        raise PermanentCalloutError(f"HTTP {response.status_code} from {url}")
-    return {"status_code": response.status_code, "attempts": attempt}
+    deadline = get_settings().callout_timeout_seconds
+    headers = {
+        # The host's name, not the address, for virtual hosting and the TLS certificate.
+        "Host": parts.netloc.rpartition("@")[2],
+        "Idempotency-Key": self.request.id,
+        "X-Attempt": str(attempt),
+    }
+    try:
+        status_code = asyncio.run(asyncio.wait_for(_post(target, host, headers, payload, deadline), deadline))
+    except TimeoutError:
+        raise TransientCalloutError(f"no answer from {url} within {deadline:g} s (attempt {attempt})") from None
+    if status_code >= 500 or status_code in (408, 429):
+        raise TransientCalloutError(f"HTTP {status_code} from {url} (attempt {attempt})")
+    if status_code >= 400:
+        raise PermanentCalloutError(f"HTTP {status_code} from {url}")
+    return {"status_code": status_code, "attempts": attempt}
+
+
+async def _post(target: str, host: str, headers: dict[str, str], payload: dict[str, Any], deadline: float) -> int:
+    """The status of one POST. The caller's deadline covers the whole call (httpx's timeouts are
+    per read: a peer that drips a byte at a time would never meet them); the body is never read,
+    so a large one costs nothing (h11 bounds the status line and headers)."""
+    async with (
+        httpx.AsyncClient(timeout=deadline, follow_redirects=False) as client,
+        client.stream("POST", target, json=payload, headers=headers, extensions={"sni_hostname": host}) as response,
+    ):
+        return response.status_code
 
 
 @celery_app.task(name=CLEANUP, autoretry_for=(ConnectionFailure,))

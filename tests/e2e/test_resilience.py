@@ -64,6 +64,7 @@ def test_with_no_replica_up_every_request_gets_a_json_answer(compose_stack, uniq
         assert answer.status_code in (502, 504), (answer.request.method, answer.status_code, answer.text)
         assert answer.headers["content-type"] == "application/json", answer.text
         assert answer.json()["detail"]
+        assert answer.headers["x-request-id"], answer.headers
     compose_stack.wait_healthy()
 
 

@@ -9,6 +9,7 @@ import httpx
 import pytest
 from e2e_stack import SECRETS, sh
 from helpers import wait_for
+from hostile import IPV6_PUBLIC, IPV6_REFUSED
 
 DATA_PORTS = {"mongodb": 27017, "redis": 6379, "rabbitmq": 5672}
 
@@ -103,6 +104,22 @@ def test_the_data_services_require_their_passwords(compose_stack):
     result = subprocess.run(["docker", "exec", api, "python", "-c", probe], capture_output=True, text=True, timeout=60)
     expected = ["mongo", "refused", "guest", "refused", "app/app", "accepted", "app/default", "refused"]
     assert result.stdout.split() == expected, result
+
+
+def test_the_images_python_refuses_the_same_ipv6_addresses(compose_stack):
+    """The call-out check runs on the image's Python, whose `is_global` may differ from the tests'."""
+    worker = compose_stack.containers("worker")[0]
+    probe = (
+        "import ipaddress, sys\n"
+        "from app.worker.callout import internal\n"
+        "print(sys.version_info[:3], [internal(ipaddress.ip_address(a)) for a in sys.argv[1:]])\n"
+    )
+    addresses = IPV6_REFUSED + IPV6_PUBLIC
+    result = subprocess.run(
+        ["docker", "exec", worker, "python", "-c", probe, *addresses], capture_output=True, text=True, timeout=60
+    )
+    expected = [True] * len(IPV6_REFUSED) + [False] * len(IPV6_PUBLIC)
+    assert result.stdout.strip().endswith(str(expected)), result
 
 
 def test_rabbitmq_management_ui_takes_the_administrator_only(compose_stack):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import socket
 import subprocess
 import time
@@ -60,7 +61,13 @@ def test_security_headers_and_request_ids(compose_stack):
             assert header in response.headers
         assert "server" not in response.headers or "nginx/" not in response.headers["server"]
         # Metrics are for the internal network only.
-        assert client.get("/metrics").status_code == 404
+        hidden = client.get("/metrics", headers={"X-Request-ID": "e2e-trace-2"})
+        assert hidden.status_code == 404 and hidden.headers["x-request-id"] == "e2e-trace-2"
+        # An id the API would not keep (too long, or a character it does not allow) is replaced by
+        # nginx with the one it gives the API, so both logs and the caller see the same one.
+        for unkept in ("x" * 129, "trace/1"):
+            replaced = client.get("/health", headers={"X-Request-ID": unkept}).headers["x-request-id"]
+            assert re.fullmatch("[0-9a-f]{32}", replaced), replaced
 
     # nginx writes the access line after the response, and docker's log driver adds a hop.
     def access_line() -> dict | None:
@@ -121,6 +128,7 @@ def test_rate_limit_answers_429_json_to_the_flooding_client_only(compose_stack):
     assert limited.headers["content-type"] == "application/json"
     assert "100 per second" in limited.json()["detail"]
     assert limited.headers["x-content-type-options"] == "nosniff"
+    assert re.fullmatch("[0-9a-f]{32}", limited.headers["x-request-id"]), limited.headers
     assert calm.returncode == 0 and out.strip() == "[200]", (out, err)
 
 
@@ -195,6 +203,8 @@ def raw_http(port: int, request: bytes) -> tuple[str, dict[str, str], bytes]:
         (b"GET /health HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * 20_000 + b"\r\nConnection: close\r\n\r\n", 431),
         (b"TRACE /health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n", 405),
         (b"GET /_nginx/502 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n", 404),  # internal
+        (b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n", 404),
+        (b"POST /api/items HTTP/1.1\r\nHost: x\r\nContent-Length: 2000000\r\nConnection: close\r\n\r\n", 413),
     ],
 )
 def test_nginx_answers_its_own_errors_in_json(compose_stack, request_bytes, status):
@@ -202,6 +212,8 @@ def test_nginx_answers_its_own_errors_in_json(compose_stack, request_bytes, stat
     assert line.split()[1] == str(status), line
     assert headers["content-type"] == "application/json"
     assert json.loads(body)["detail"]
+    # The id nginx logged the request under, as on every answer the API makes.
+    assert re.fullmatch("[0-9a-f]{32}", headers.get("x-request-id", "")), headers
     if status == 405:
         assert headers["allow"] == "DELETE, GET, PATCH, POST"
 
