@@ -7,6 +7,12 @@ with the sync client). Redis is an optimisation here, never a dependency: every 
 back to MongoDB, and after one failure the cache is skipped for `CACHE_RETRY_AFTER_SECONDS`
 so that an unreachable Redis does not add its timeout to every request.
 
+A write never loses to a slower read. Every write bumps the item's generation (a counter in
+Redis) as it deletes the entry, and a read that missed fills the entry only if the generation is
+still the one it saw before it asked MongoDB (a script, so the check and the fill are one step).
+Without that, a read that took the old document and a write that invalidated before the read's
+fill would leave the old body, or a deleted item, served for a TTL.
+
 Staleness bound: if Redis is unreachable while an item is written, its entry cannot be
 deleted and may be served for at most one TTL after Redis comes back.
 """
@@ -33,6 +39,17 @@ log = logging.getLogger(__name__)
 
 # v2: the response body (v1 entries held the document, and are left to expire).
 KEY_PREFIX = "cache:item:v2:"
+GENERATION_PREFIX = "cache:generation:item:"
+# How long a generation outlives its item's last write: far longer than a read waits for MongoDB,
+# so a read can never see a generation expire between its look and its fill.
+GENERATION_SECONDS = 600
+# KEYS: entry, generation; ARGV: body, the generation the read saw ("" for none), TTL.
+FILL_UNLESS_WRITTEN = """
+if (redis.call('GET', KEYS[2]) or '') == ARGV[2] then
+    return redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[3])
+end
+return false
+"""
 
 _lock = threading.Lock()
 _client: redis.Redis | None = None
@@ -43,6 +60,10 @@ _skip_until = 0.0
 
 def item_key(item_id: str) -> str:
     return KEY_PREFIX + item_id
+
+
+def generation_key(item_id: str) -> str:
+    return GENERATION_PREFIX + item_id
 
 
 def _client_options(retry: type[redis.retry.Retry] | type[redis.asyncio.retry.Retry]) -> dict:
@@ -95,10 +116,10 @@ async def read_through(item_id: str, load: Callable[[], Awaitable[bytes | None]]
     """Return (response body, cache status) where status is HIT, MISS or BYPASS."""
     if not _available():
         return await load(), "BYPASS"
-    key = item_key(item_id)
+    keys = item_key(item_id), generation_key(item_id)
     client = get_async_client()
     try:
-        cached = await client.get(key)
+        cached, generation = await client.mget(keys)
     except redis.RedisError as exc:
         _failed("read", exc)
         return await load(), "BYPASS"
@@ -109,14 +130,16 @@ async def read_through(item_id: str, load: Callable[[], Awaitable[bytes | None]]
     body = await load()
     if body is not None:
         try:
-            await client.set(key, body, ex=get_settings().cache_ttl_seconds)
+            seen = generation or b""
+            await client.eval(FILL_UNLESS_WRITTEN, 2, *keys, body, seen, get_settings().cache_ttl_seconds)
         except redis.RedisError as exc:
             _failed("fill", exc)
     return body, "MISS"
 
 
 def invalidate(item_id: str) -> None:
-    """Delete the item's entry; tried (three times) even while reads bypass the cache."""
+    """Delete the item's entry and bump its generation, so that no read that began before
+    fills it again; tried (three times) even while reads bypass the cache."""
     if not get_settings().cache_enabled:
         return
     try:
@@ -126,8 +149,11 @@ def invalidate(item_id: str) -> None:
             retry=retry_if_exception_type(redis.RedisError),
             reraise=True,
         ):
-            with attempt:
-                get_client().delete(item_key(item_id))
+            with attempt, get_client().pipeline() as step:  # MULTI ... EXEC: all or nothing
+                step.incr(generation_key(item_id))
+                step.expire(generation_key(item_id), GENERATION_SECONDS)
+                step.delete(item_key(item_id))
+                step.execute()
     except redis.RedisError as exc:
         metrics.CACHE_INVALIDATION_FAILURES.inc()
         _failed("invalidate", exc)
