@@ -264,3 +264,25 @@ def test_nginx_keeps_the_request_ids_the_api_keeps():
     kept = re.search(r'map \$http_x_request_id \$req_id \{\s*"~([^"]+)" \$http_x_request_id;', conf)
     assert kept, "nginx.conf: the $req_id map's first entry keeps the caller's id by a pattern"
     assert kept[1] == _VALID_REQUEST_ID.pattern
+
+
+def test_nginx_sends_again_only_the_routes_whose_key_the_api_honours():
+    """nginx's $keyed_submit (nginx.conf) names the routes that take an Idempotency-Key."""
+    from app.api.main import app
+
+    conf = (REPO_ROOT / "nginx/nginx.conf").read_text()
+    pattern = re.search(r'map "\$request_method:\$uri:\$http_idempotency_key" \$keyed_submit \{\s*"~([^"]+)" 1;', conf)
+    assert pattern, "nginx.conf: the $keyed_submit map"
+    operations = [
+        (method.upper(), re.sub(r"\{[^}]+\}", "x", path), operation)
+        for path, methods in app.openapi()["paths"].items()
+        for method, operation in methods.items()
+    ]
+    keyed = {
+        (method, path)
+        for method, path, operation in operations
+        if any(p["in"] == "header" and p["name"].lower() == "idempotency-key" for p in operation.get("parameters", []))
+    }
+    assert ("POST", "/api/items") in keyed, keyed  # the OpenAPI document names the header
+    for method, path, _ in operations:
+        assert bool(re.search(pattern[1], f"{method}:{path}:a-key")) == ((method, path) in keyed), (method, path)
