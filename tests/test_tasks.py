@@ -49,6 +49,20 @@ def test_submit_answers_at_once_and_reports_progress_until_success(api):
     assert final["worker"] in {"worker1@" + socket.gethostname(), "worker2@" + socket.gethostname()}
 
 
+def test_a_submit_subscribes_to_nothing_in_redis(api, stack):
+    """Nothing waits on a result channel: a submit that subscribed paid round trips, and could
+    meet a Redis restart after the result store was checked (a 500)."""
+    results = stack.redis.client(1)
+
+    def subscribes() -> int:
+        return results.info("commandstats").get("cmdstat_subscribe", {}).get("calls", 0)
+
+    before = subscribes()
+    task_ids = [api.post("/api/async/process", json={"data": n, "iterations": 1}).json()["task_id"] for n in range(5)]
+    assert all(wait_for_task(api, task_id)["state"] == "SUCCESS" for task_id in task_ids)
+    assert subscribes() == before
+
+
 def test_report_reads_mongodb_and_stores_its_document(api, mongo, unique):
     tag = unique("report")
     for price, quantity in ((2.0, 5), (4.0, 1), (10.0, 0)):

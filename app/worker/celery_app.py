@@ -50,6 +50,13 @@ class LiveStateBackend(RedisBackend):
     RETRY, or even the result (the record has it) must not turn work into a failure.
     """
 
+    def on_task_call(self, producer, task_id) -> None:  # noqa: ANN001
+        """Subscribe to nothing when a task is sent. Celery subscribes the sender to the task's
+        result channel in case it waits for the result; nothing here waits (the API answers 202
+        and status reads poll; `AsyncResult.get` still subscribes when it is called). It was a
+        Redis round trip in every submit, and a Redis restart between the submit's check of the
+        result store and its publish made the submit a 500."""
+
     def store_result(self, task_id, result, state, traceback=None, request=None, **kwargs):  # noqa: ANN001, ANN201
         try:
             return super().store_result(task_id, result, state, traceback, request, **kwargs)
