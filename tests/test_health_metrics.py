@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import re
 import socket
+import time
+from collections import Counter
 
 import pytest
 from helpers import healthcheck, spread_gets, wait_for
@@ -17,6 +19,33 @@ def test_liveness_is_cheap_and_readiness_checks_every_dependency(api):
     checks = ready.json()["checks"]
     assert set(checks) == {"mongodb", "redis", "rabbitmq"}
     assert all(check["status"] == "ok" for check in checks.values())
+
+
+def test_readiness_through_the_load_balancer_says_only_ready_or_not(api, anonymous):
+    """nginx adds X-Forwarded-For: the caller is outside, and gets no details without a key."""
+    through_nginx = {"X-Forwarded-For": "203.0.113.9"}
+    assert anonymous.get("/health/ready", headers=through_nginx).json() == {"status": "ready"}
+    with_key = api.get("/health/ready", headers=through_nginx).json()
+    assert set(with_key["checks"]) == {"mongodb", "redis", "rabbitmq"}
+    assert set(anonymous.get("/health/ready").json()["checks"]) == {"mongodb", "redis", "rabbitmq"}  # inside
+
+
+def test_a_flood_of_readiness_calls_checks_each_dependency_once_a_second(anonymous, api, stack):
+    """Each check opened an AMQP connection and asked MongoDB and Redis: a flood of readiness
+    calls was a flood on every dependency. Now each process checks once a second at most."""
+
+    def checks() -> float:
+        return sample(api.get("/metrics").text, "readiness_checks_total", dependency="rabbitmq")
+
+    outside = {"X-Forwarded-For": "203.0.113.9"}
+    time.sleep(1.1)  # any verdict cached by an earlier test is stale
+    before, started = checks(), time.monotonic()
+    answers = Counter(anonymous.get("/health/ready", headers=outside).status_code for _ in range(200))
+    seconds = time.monotonic() - started
+    ran = checks() - before
+    assert answers == {200: 200}, answers
+    # At least the first call checked; at most one check per gunicorn worker per second after it.
+    assert 1 <= ran <= stack.api.workers * (seconds + 2), f"{ran:.0f} checks for 200 calls in {seconds:.1f}s"
 
 
 def test_every_response_carries_a_request_id_and_the_replica(api, stack):

@@ -29,6 +29,11 @@ HTTP_LATENCY = Histogram(
 )
 TASKS_SUBMITTED = Counter("tasks_submitted_total", "Background tasks accepted, by kind.", ["kind"])
 CACHE_REQUESTS = Counter("cache_requests_total", "Item cache lookups by result (hit, miss, error).", ["result"])
+READINESS_CHECKS = Counter(
+    "readiness_checks_total",
+    "Dependency checks run for /health/ready (at most one a second per process, however often it is asked).",
+    ["dependency"],
+)
 CACHE_INVALIDATION_FAILURES = Counter(
     "cache_invalidation_failures_total", "Cache entries that could not be deleted after a write."
 )

@@ -25,9 +25,14 @@ async def require_api_key(presented: Annotated[str | None, Depends(api_key_heade
         raise _unauthorized("No API key is configured on the server; the operator must set API_KEYS.")
     if not presented:
         raise _unauthorized("Missing API key: send it in the X-API-Key header.")
-    # Compare against every key so timing does not reveal which one matched.
-    matched = False
-    for key in settings.api_key_values:
-        matched |= secrets.compare_digest(presented.encode(), key.encode())
-    if not matched:
+    if not key_matches(presented):
         raise _unauthorized("Invalid API key.")
+
+
+def key_matches(presented: str | None) -> bool:
+    """Whether the key is one of API_KEYS, compared with every one so that timing does not reveal
+    which one matched."""
+    matched = False
+    for key in get_settings().api_key_values:
+        matched |= secrets.compare_digest((presented or "").encode(), key.encode())
+    return matched and bool(presented)

@@ -12,8 +12,10 @@ from concurrent.futures import ThreadPoolExecutor
 
 import httpx
 import pytest
-from e2e_stack import RUNNING, task_result
+from e2e_stack import RUNNING, sh, task_result
 from helpers import wait_for
+
+from topology import API_PORT
 
 
 def test_every_service_is_up_and_healthy(compose_stack):
@@ -31,7 +33,16 @@ def test_crud_async_readiness_and_docs_through_nginx(compose_stack, unique):
         ready = api.get("/health/ready")
         assert ready.status_code == 200, ready.text
         assert set(ready.json()["checks"]) == {"mongodb", "redis", "rabbitmq"}
-
+    # Without a key, through nginx: ready or not, no details (they name internal addresses).
+    with compose_stack.client() as anonymous:
+        assert anonymous.get("/health/ready").json() == {"status": "ready"}
+    # Inside, straight to a replica (as the health check and a deploy gate reach it): the details.
+    api_container = compose_stack.containers("api")[0]
+    url = f"http://127.0.0.1:{API_PORT}/health/ready"
+    probe = f"import urllib.request as u; print(u.urlopen({url!r}).read().decode())"
+    inside = sh("docker", "exec", api_container, "python", "-c", probe)
+    assert set(json.loads(inside.stdout)["checks"]) == {"mongodb", "redis", "rabbitmq"}
+    with compose_stack.writer() as api:
         created = api.post("/api/items", json={"name": unique(), "price": 3.5, "tags": ["e2e"]})
         assert created.status_code == 201, created.text
         location = created.headers["location"]
