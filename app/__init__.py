@@ -2,5 +2,6 @@
 
 import os
 
-# The image sets APP_VERSION (Dockerfile.app's VERSION build argument).
+# The image sets APP_VERSION (Dockerfile.app's VERSION build argument); the fallback is
+# topology.VERSION (app/ imports nothing outside it: tests/test_topology.py checks).
 __version__ = os.environ.get("APP_VERSION") or "0.1.0"

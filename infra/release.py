@@ -16,6 +16,8 @@ import sys
 from fnmatch import fnmatchcase
 from pathlib import Path, PurePosixPath
 
+from topology import VERSION
+
 SOURCE = Path(__file__).resolve().parents[1]
 DOCKERFILE = "Dockerfile.app"
 TAG_PREFIX = "src-"
@@ -111,7 +113,7 @@ def main(argv: list[str] | None = None) -> int:
     verbs = parser.add_subparsers(dest="verb")
     verbs.add_parser("tag", help="print the release tag of this checkout (the default)")
     pushing = verbs.add_parser("push", help="push IMAGE to REPOSITORY under the release tag; print the digest")
-    pushing.add_argument("image", help="the built image, e.g. microservices-app:0.1.0")
+    pushing.add_argument("image", help=f"the built image, e.g. microservices-app:{VERSION}")
     pushing.add_argument("repository", help="e.g. registry.example.com/microservices-app")
     pushing.add_argument("--tag", help="instead of the content tag")
     args = parser.parse_args(argv)

@@ -14,13 +14,10 @@ import secrets
 import sys
 from pathlib import Path
 
-OFFICIAL_IMAGES = {
-    "PYTHON_IMAGE": "python:3.11-slim",
-    "MONGO_IMAGE": "mongo:7.0",
-    "REDIS_IMAGE": "redis:7.2",
-    "RABBITMQ_IMAGE": "rabbitmq:3.13-management",
-    "NGINX_IMAGE": "nginx:1.30",
-}
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from topology import IMAGE_VARIABLES, IMAGES, VERSION  # noqa: E402 - standard library only, from the checkout
+
+OFFICIAL_IMAGES = {IMAGE_VARIABLES[name]: image for name, image in IMAGES.items()}
 LOCAL_IMAGES = {
     "PYTHON_IMAGE": "local/python:3.11",
     "MONGO_IMAGE": "local/secantus:7-tools",
@@ -58,7 +55,7 @@ API_KEYS={token(32)}
 
 # --- images (official by default; `make local-images` switches to ones built from Debian)
 {images}
-APP_IMAGE=microservices-app:0.1.0
+APP_IMAGE=microservices-app:{VERSION}
 
 # --- networks and published ports -------------------------------------------------------
 # nginx and the API's network: the API trusts X-Forwarded-For from it only. Change it if it

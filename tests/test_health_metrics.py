@@ -11,9 +11,11 @@ from collections import Counter
 import pytest
 from helpers import healthcheck, spread_gets, wait_for
 
+from topology import VERSION
+
 
 def test_liveness_is_cheap_and_readiness_checks_every_dependency(api):
-    assert api.get("/health").json() == {"status": "ok", "version": "0.1.0"}
+    assert api.get("/health").json() == {"status": "ok", "version": VERSION}
     ready = api.get("/health/ready")
     assert ready.status_code == 200
     checks = ready.json()["checks"]

@@ -286,3 +286,41 @@ def test_nginx_sends_again_only_the_routes_whose_key_the_api_honours():
     assert ("POST", "/api/items") in keyed, keyed  # the OpenAPI document names the header
     for method, path, _ in operations:
         assert bool(re.search(pattern[1], f"{method}:{path}:a-key")) == ((method, path) in keyed), (method, path)
+
+
+# --- stop timeouts, images, the version --------------------------------------------------
+
+
+def test_stopping_a_worker_lets_its_tasks_finish():
+    from topology.app import STOP_SECONDS
+
+    limit = Settings.model_fields["task_time_limit_seconds"].default
+    assert STOP_SECONDS["worker"] > limit, "a worker's stop timeout must outlast a task's hard time limit"
+    grace = {service: COMPOSE["services"][service].get("stop_grace_period") for service in ("api", "worker")}
+    assert grace == {role: f"{seconds}s" for role, seconds in STOP_SECONDS.items()}
+    ansible = {role: yaml.safe_load(read(f"ansible/roles/{role}/defaults/main.yml"))[f"{role}_stop_timeout"]
+               for role in STOP_SECONDS}  # fmt: skip
+    assert ansible == {role: f"{{{{ app_stop_seconds.{role} }}}}" for role in STOP_SECONDS}
+
+
+def test_the_images_are_written_once():
+    from topology import IMAGE_VARIABLES, IMAGES
+
+    defaults = re.findall(r"\$\{(\w+_IMAGE):-([^}]+)\}", read("docker-compose.yml"))
+    assert {variable: image for variable, image in defaults if variable != "APP_IMAGE"} == {
+        IMAGE_VARIABLES[name]: image for name, image in IMAGES.items()
+    }
+    assert re.search(r"^ARG PYTHON_IMAGE=(\S+)$", read("Dockerfile.app"), re.M)[1] == IMAGES["python"]
+    assert "default_images" not in GROUP_VARS  # topology.yml has them
+
+
+def test_the_version_is_written_once():
+    from topology import VERSION
+
+    assert re.search(r'or "([^"]+)"$', read("app/__init__.py"), re.M)[1] == VERSION
+    assert re.search(r"^ARG VERSION=(\S+)$", read("Dockerfile.app"), re.M)[1] == VERSION
+    compose = read("docker-compose.yml")
+    assert set(re.findall(r"\$\{APP_VERSION:-([^}]+)\}", compose)) == {VERSION}
+    assert set(re.findall(r"\$\{APP_IMAGE:-[\w.-]+:([^}]+)\}", compose)) == {VERSION}
+    assert re.search(r"app_image: \S+:(\S+)$", read("ansible/inventory/example.yml"), re.M)[1] == VERSION
+    assert 'version = {attr = "topology.VERSION"}' in read("pyproject.toml")

@@ -96,3 +96,21 @@ SECRETS = (
     "rabbitmq_password",
     "api_key",
 )
+
+# The release: the app image's version (Dockerfile.app's VERSION, compose's APP_VERSION and
+# APP_IMAGE) and the Python project's (pyproject.toml reads it from here).
+VERSION = "0.1.0"
+
+# The official image of each service the stack runs beside the app, and the app's base image:
+# compose's defaults (<NAME>_IMAGE), `make env`'s .env (scripts/envfile.py) and Ansible's
+# default_images (topology.yml) take them from here, or are checked against them.
+IMAGES = {
+    "python": "python:3.11-slim",
+    "mongodb": "mongo:7.0",
+    "redis": "redis:7.2",
+    "rabbitmq": "rabbitmq:3.13-management",
+    "nginx": "nginx:1.30",
+}
+# Each one's variable in compose and the .env file.
+IMAGE_VARIABLES = {"python": "PYTHON_IMAGE", "mongodb": "MONGO_IMAGE", "redis": "REDIS_IMAGE",
+                   "rabbitmq": "RABBITMQ_IMAGE", "nginx": "NGINX_IMAGE"}  # fmt: skip

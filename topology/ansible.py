@@ -7,7 +7,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from topology import ACCESS, PORTS, SECRETS, TIERS, app
+from topology import ACCESS, IMAGES, PORTS, SECRETS, TIERS, app
 
 PATH = Path(__file__).resolve().parent.parent / "ansible" / "group_vars" / "all" / "topology.yml"
 COMMAND = "python -m topology"
@@ -53,6 +53,14 @@ def render() -> str:
         *_entry("app_worker_queues", ",".join(app.WORKER_QUEUES)),
         "app_container_hardening:",
         *(line for key, value in app.CONTAINER_HARDENING.items() for line in _entry(key, value, "  ")),
+        "# Seconds a stopped container has to finish its work (roles api and worker).",
+        "app_stop_seconds:",
+        *(line for role, seconds in app.STOP_SECONDS.items() for line in _entry(role, seconds, "  ")),
+        "",
+        "# The data services' and the load balancer's images, unless the inventory's `images` maps",
+        "# a service to another (a mirror).",
+        "default_images:",
+        *(line for name, image in IMAGES.items() if name != "python" for line in _entry(name, image, "  ")),
         "",
         "# The environment contract: an app container's environment holds every required name",
         "# and no name outside app_environment_names (the app's Settings, and what its processes read).",

@@ -22,6 +22,14 @@ WORKER_QUEUES = ("default", "heavy")
 WORKER_OPTIONS = ("--without-gossip", "-O", "fair")
 BEAT_PIDFILE = "/tmp/celerybeat.pid"  # noqa: S108 - the container's private tmpfs
 
+# Seconds a stopped container has to finish its work before it is killed (compose's
+# stop_grace_period, Ansible's stop_timeout). The API's covers its drain (GUNICORN_DRAIN_SECONDS,
+# 12 s) and the requests in flight. A worker's covers a task's hard time limit
+# (TASK_TIME_LIMIT_SECONDS, 330 s by default: a test checks), so that stopping or updating a worker
+# lets every task it runs finish instead of killing it to run again elsewhere. Raise it with that
+# limit.
+STOP_SECONDS = {"api": 30, "worker": 340}
+
 
 def worker_command(concurrency: int | str, *, queues: str = ",".join(WORKER_QUEUES), node: str = "") -> list[str]:
     """A Celery worker: `node` names it (celery@<hostname> when empty)."""

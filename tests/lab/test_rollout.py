@@ -14,6 +14,8 @@ import pytest
 from conftest import TIMINGS, Lab, failed_hosts
 from helpers import wait_for
 
+from topology import VERSION
+
 NEW_VERSION = "0.2.0"
 
 
@@ -208,7 +210,7 @@ def test_rollback_returns_to_the_previous_image(converged: Lab):
     assert run.returncode == 0 and not failed_hosts(run), run.output[-6000:]
     assert not load.failures, load.failures[:5]
     versions = versions_by_host(converged)
-    assert all(v == {"0.1.0"} for v in versions.values()), versions
+    assert all(v == {VERSION} for v in versions.values()), versions
 
 
 def can_connect(lab: Lab, from_ip: str, to_ip: str, port: int) -> bool:
