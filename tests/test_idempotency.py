@@ -5,10 +5,12 @@ with the same resource id, so the client ends with exactly one item."""
 from __future__ import annotations
 
 import secrets
+import uuid
 from datetime import UTC, datetime, timedelta
 
 import pytest
 from bson import ObjectId
+from helpers import wait_for, wait_for_task
 
 from app.api.idempotency import fingerprint, key_id
 from app.api.schemas import ItemCreate
@@ -120,3 +122,45 @@ def test_a_create_that_met_an_outage_is_run_again_by_its_retry(api, mongo, stack
     retried = api.post("/api/items", json={"name": name}, headers={"Idempotency-Key": key})
     assert retried.status_code == 201 and "idempotent-replayed" not in retried.headers
     assert mongo.items.count_documents({"name": name}) == 1
+
+
+def test_a_keyed_submit_whose_answer_was_lost_runs_its_task_once(api, mongo, stack):
+    """The first attempt issued the record and published the message, then its replica died before
+    answering. The retry takes the key over and publishes again (the record says PENDING: the first
+    message is still queued), so two messages carry the task's id: only one may run it."""
+    from app.api.schemas import ProcessRequest
+    from app.worker.tasks import process_data
+
+    body, key, task_id = {"data": secrets.token_hex(4), "iterations": 5}, new_key(), str(uuid.uuid4())
+    mongo.idempotency_keys.insert_one(
+        {
+            "_id": key_id(stack.api_key, "POST", "/api/async/process", key),
+            "fingerprint": fingerprint(ProcessRequest(**body)),
+            "resource_id": task_id,
+            "state": "running",
+            "lease_until": datetime.now(UTC) - timedelta(seconds=1),
+            "created_at": datetime.now(UTC),
+            "expires_at": datetime.now(UTC) + timedelta(hours=24),
+        }
+    )
+    now = datetime.now(UTC)
+    mongo.tasks.insert_one(
+        {"_id": task_id, "kind": "process", "queue": "heavy", "state": "PENDING", "retries": 0,
+         "submitted_at": now, "expires_at": now + timedelta(hours=24)}
+    )  # fmt: skip
+    # The first attempt's message, still on its way when the retry comes (a queue's backlog).
+    process_data.apply_async(kwargs=body, task_id=task_id, countdown=3)
+
+    retried = api.post("/api/async/process", json=body, headers={"Idempotency-Key": key})
+    assert retried.status_code == 202 and retried.json()["task_id"] == task_id, retried.text
+    assert wait_for_task(api, task_id)["state"] == "SUCCESS"
+
+    def runs() -> int:
+        return sum(worker.log_path.read_text().count(f"[{task_id}] succeeded") for worker in stack.workers)
+
+    def skipped() -> bool:
+        return any("skipping a second message" in line and task_id in line
+                   for worker in stack.workers for line in worker.log_path.read_text().splitlines())  # fmt: skip
+
+    wait_for(lambda: skipped() or runs() > 1, timeout=20, what="the second message taken")
+    assert runs() == 1

@@ -144,12 +144,8 @@ def test_the_dead_letter_queue_exists_and_the_task_queues_carry_their_bounds(api
         assert arguments["x-dead-letter-exchange"] == "dead-letters"
 
 
-def test_a_dead_letter_that_arrives_while_mongodb_is_down_is_recorded_once_it_is_back(stack, mongo, api):
-    if stack.mongo is None:
-        pytest.skip("MongoDB is external (TEST_MONGO_URL); this test stops the server it started itself")
-    from app.worker.celery_app import celery_app
-    from app.worker.dead_letters import dead_letter_queue
-
+def staged_record(mongo, starts: int) -> str:
+    """A task's record, as the API writes it, whose first attempt workers started `starts` times."""
     task_id = str(uuid.uuid4())
     now = datetime.now(UTC)
     mongo.tasks.insert_one(
@@ -157,28 +153,58 @@ def test_a_dead_letter_that_arrives_while_mongodb_is_down_is_recorded_once_it_is
             "_id": task_id,
             "kind": "process",
             "queue": "heavy",
-            "state": "PENDING",
+            "state": "STARTED" if starts else "PENDING",
             "retries": 0,
             "submitted_at": now,
             "expires_at": now + timedelta(hours=1),
+            **({"attempt": 0, "starts": {"0": starts}} if starts else {}),
         }
     )
+    return task_id
+
+
+def dead_letter(task_id: str) -> None:
+    """What RabbitMQ moves to the dead-letter exchange at the delivery limit: the task's message."""
+    from app.worker.celery_app import celery_app
+    from app.worker.dead_letters import dead_letter_queue
+
+    with celery_app.producer_or_acquire() as producer:
+        producer.publish(
+            [[], {"data": "dead", "iterations": 1}, {}],
+            exchange=dead_letter_queue().exchange,
+            routing_key="heavy",
+            headers={
+                "id": task_id,
+                "task": "app.tasks.process_data",
+                "retries": 0,
+                "x-death": [{"queue": "heavy", "reason": "delivery_limit", "count": 1}],
+            },
+            serializer="json",
+            declare=[dead_letter_queue()],
+        )
+
+
+@pytest.mark.parametrize("starts", [0, 1, 2])
+def test_a_task_dead_lettered_by_broker_churn_is_sent_again(stack, mongo, api, starts):
+    """Deliveries given back by a broker restart or a lost connection count against the delivery
+    limit too. A task that workers started fewer times than it was delivered did not crash them
+    each time: it runs again instead of failing (it read FAILURE, DeadLettered, before)."""
+    task_id = staged_record(mongo, starts=starts)
+    dead_letter(task_id)
+    final = wait_for_task(api, task_id, timeout=60)
+    assert final["state"] == "SUCCESS", final
+    assert mongo.tasks.find_one({"_id": task_id})["churn_resends"] == 1
+    assert task_id not in dead_letters_cli(stack, "list").stdout
+
+
+def test_a_dead_letter_that_arrives_while_mongodb_is_down_is_recorded_once_it_is_back(stack, mongo, api):
+    if stack.mongo is None:
+        pytest.skip("MongoDB is external (TEST_MONGO_URL); this test stops the server it started itself")
+
+    task_id = staged_record(mongo, starts=3)  # it crashed its worker on each of its 3 deliveries
     stack.mongo.stop()
     try:
-        # What RabbitMQ moves to the dead-letter exchange: the task's own message.
-        with celery_app.producer_or_acquire() as producer:
-            producer.publish(
-                [[], {"data": "dead", "iterations": 1}, {}],
-                exchange=dead_letter_queue().exchange,
-                routing_key="heavy",
-                headers={
-                    "id": task_id,
-                    "task": "app.tasks.process_data",
-                    "x-death": [{"queue": "heavy", "reason": "delivery_limit", "count": 1}],
-                },
-                serializer="json",
-                declare=[dead_letter_queue()],
-            )
+        dead_letter(task_id)
         time.sleep(8)  # the workers could not record it, and keep it
     finally:
         stack.mongo.start()

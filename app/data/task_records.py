@@ -9,6 +9,7 @@ Redis result expired and while Redis is down.
 
 from __future__ import annotations
 
+import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -68,6 +69,52 @@ def record_retry(task_id: str, retries: int, error: dict[str, str]) -> None:
     )
 
 
+def claim(task_id: str, attempt: int, redelivered: bool, worker: str) -> tuple[str | None, str | None]:
+    """Mark the task STARTED by this delivery, unless another delivery of the same attempt has it.
+
+    A task's message may be published twice with the same id (a keyed submit whose first answer
+    was lost is sent again while the first message waits in the queue). Only one of them runs:
+    an attempt (the task's retries, outage retries included) is claimed once, except by a
+    redelivery (the broker gives the message back when its worker died or lost the connection:
+    that attempt never finished, and runs again). Returns (the claim's token, None), or
+    (None, the record's state) when the task is not to run: REVOKED, a final state, or another
+    delivery holding the attempt (None if there is no record).
+    """
+    token = f"{worker}/{uuid.uuid4().hex[:12]}"
+    open_attempt: list[dict[str, Any]] = [{"attempt": {"$exists": False}}, {"attempt": {"$lt": attempt}}]
+    if redelivered:
+        open_attempt.append({"attempt": attempt})
+    claimed = mongo.collection(mongo.TASKS).update_one(
+        {"_id": task_id, "state": {"$nin": list(FINAL_STATES)}, "$or": open_attempt},
+        {
+            "$set": {"state": "STARTED", "attempt": attempt, "claim": token, "worker": worker, "started_at": _now()},
+            # How many deliveries of this attempt a worker started (dead_letters.py reads it).
+            "$inc": {f"starts.{attempt}": 1},
+        },
+    )
+    if claimed.matched_count:
+        return token, None
+    record = get(task_id)
+    return None, record["state"] if record else None
+
+
+def reopen_after_churn(task_id: str, attempt: int, limit: int) -> bool:
+    """Take back a task the broker dead-lettered although workers started fewer than all of its
+    deliveries (the rest were returned by a broker restart or a lost connection, not a crash):
+    it is to be sent again, at most `limit` times. False: it crashed its workers every time, it
+    ended, or it was sent again too often."""
+    reopened = mongo.collection(mongo.TASKS).update_one(
+        {
+            "_id": task_id,
+            "state": {"$nin": list(FINAL_STATES)},
+            f"starts.{attempt}": {"$not": {"$gte": get_settings().task_max_deliveries}},
+            "churn_resends": {"$not": {"$gte": limit}},
+        },
+        {"$set": {"state": "PENDING"}, "$unset": {"attempt": "", "claim": ""}, "$inc": {"churn_resends": 1}},
+    )
+    return reopened.modified_count == 1
+
+
 def finish(
     task_id: str,
     state: str,
@@ -75,15 +122,21 @@ def finish(
     retries: int,
     result: Any = None,
     error: dict[str, str] | None = None,
-) -> None:
-    # A revoked record stays revoked even if the task managed to finish.
-    mongo.collection(mongo.TASKS).update_one(
-        {"_id": task_id, "state": {"$ne": "REVOKED"}},
+    claim: str | None = None,
+) -> bool:
+    """Record the outcome; False when it was not written: the record was revoked (it stays so
+    even if the task managed to finish), or another delivery holds the task's claim."""
+    query: dict[str, Any] = {"_id": task_id, "state": {"$ne": "REVOKED"}}
+    if claim is not None:
+        query["$or"] = [{"claim": claim}, {"claim": {"$exists": False}}]
+    written = mongo.collection(mongo.TASKS).update_one(
+        query,
         {
             "$set": {"state": state, "result": result, "error": error, "worker": worker, "finished_at": _now()},
             "$max": {"retries": retries},
         },
     )
+    return written.matched_count == 1
 
 
 def dead_lettered(task_id: str, *, task: str, queue: str | None, message: str, deliveries: int, reason: str) -> bool:
@@ -119,7 +172,11 @@ def take_dead_letter(task_id: str) -> dict[str, Any] | None:
     """Turn a dead-lettered record back into a queued one; returns it as it was (None if it was not)."""
     return mongo.collection(mongo.TASKS).find_one_and_update(
         {"_id": task_id, "dead_letter": {"$exists": True}},
-        {"$set": {"state": "PENDING"}, "$unset": {"dead_letter": "", "error": "", "finished_at": "", "worker": ""}},
+        {
+            "$set": {"state": "PENDING"},
+            # Its next delivery starts afresh: no attempt is claimed.
+            "$unset": {"dead_letter": "", "error": "", "finished_at": "", "worker": "", "attempt": "", "claim": ""},
+        },
         return_document=ReturnDocument.BEFORE,
     )
 
@@ -135,10 +192,6 @@ def mark_revoked(task_id: str) -> dict[str, Any] | None:
         {"$set": {"state": "REVOKED", "finished_at": _now()}},
         return_document=ReturnDocument.AFTER,
     )
-
-
-def is_revoked(task_id: str) -> bool:
-    return mongo.collection(mongo.TASKS).count_documents({"_id": task_id, "state": "REVOKED"}, limit=1) > 0
 
 
 def error_of(exc: BaseException | Any) -> dict[str, str]:

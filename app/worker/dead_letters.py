@@ -1,9 +1,12 @@
 """Dead-lettered tasks: recorded as failed by the workers, listed and sent again by operators.
 
-A task delivered TASK_MAX_DELIVERIES times without being acknowledged (it crashed its worker,
-or its worker lost the broker, each time) is moved by RabbitMQ to the dead-letter queue
-(app/worker/celery_app.py). Every worker also consumes that queue (`DeadLetterRecorder`): the task's
-record turns FAILURE with the reason, and keeps the message, so that
+A task delivered TASK_MAX_DELIVERIES times without being acknowledged is moved by RabbitMQ to
+the dead-letter queue (app/worker/celery_app.py). Every worker also consumes that queue
+(`DeadLetterRecorder`). If workers started fewer than all of those deliveries (the record counts
+the starts), the others were given back by a broker restart or a lost connection, not a crash:
+the task is sent again as it was (at most CHURN_RESENDS times), so an outage never dead-letters
+a good task. Otherwise it crashed its worker each time: its record turns FAILURE with the
+reason, and keeps the message, so that
 
     python -m app.worker.dead_letters list
     python -m app.worker.dead_letters resend TASK_ID [TASK_ID ...]     (or --all)
@@ -32,6 +35,8 @@ log = logging.getLogger(__name__)
 
 # While MongoDB is unavailable, a dead letter goes back to its queue and is tried again after this.
 RECORD_RETRY_SECONDS = 5.0
+# How often a task dead-lettered by broker churn alone is sent again before it counts as failed.
+CHURN_RESENDS = 5
 
 
 def dead_letter_queue() -> Queue:
@@ -55,10 +60,24 @@ class DeadLetterRecorder(bootsteps.ConsumerStep):
         task_id = headers.get("id")
         try:
             args, kwargs = body[0], body[1]
+            queue = deaths[0].get("queue")
+            attempt = int(headers.get("retries") or 0)
+            if deaths[0].get("reason") == "delivery_limit" and task_records.reopen_after_churn(
+                task_id, attempt, CHURN_RESENDS
+            ):
+                try:
+                    self._send_again(body, message, queue)
+                except Exception as exc:  # noqa: BLE001 - kombu's errors: tried again, the record stays open
+                    log.warning("cannot send dead-lettered task %s again yet (%s); trying shortly", task_id, exc)
+                    self.timer.call_after(RECORD_RETRY_SECONDS, message.requeue)
+                    return
+                log.warning("task %s dead-lettered without crashing its workers each time: sent again", task_id)
+                message.ack()
+                return
             recorded = task_records.dead_lettered(
                 task_id,
                 task=headers.get("task"),
-                queue=deaths[0].get("queue"),
+                queue=queue,
                 message=json.dumps([args, kwargs]),
                 # Dead-lettered for its delivery limit: it was delivered that many times.
                 deliveries=get_settings().task_max_deliveries,
@@ -74,6 +93,21 @@ class DeadLetterRecorder(bootsteps.ConsumerStep):
             return
         log.warning("task %s dead-lettered%s", task_id, "" if recorded else " (its record had already ended)")
         message.ack()
+
+    @staticmethod
+    def _send_again(body: Any, message: Message, queue: str) -> None:
+        """The task's message as it was (its id, retries and headers), straight to its queue."""
+        headers = {name: value for name, value in message.headers.items() if not name.startswith("x-")}
+        with celery_app.producer_or_acquire() as producer:
+            producer.publish(
+                body,
+                exchange="",
+                routing_key=queue,
+                headers=headers,
+                serializer="json",
+                correlation_id=message.properties.get("correlation_id"),
+                retry=True,
+            )
 
 
 def resend(task_id: str) -> str | None:

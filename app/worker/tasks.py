@@ -99,16 +99,22 @@ class RecordedTask(Task):
         if not self.request.id:
             return super().__call__(*args, **kwargs)  # called directly, not as a task
         try:
-            # Workers only remember revokes broadcast while they were up; the record is durable.
-            revoked = task_records.is_revoked(self.request.id)
+            # The record says whether this delivery runs: workers only remember revokes broadcast
+            # while they were up, and a second message with the same id must not run it twice.
+            redelivered = bool((self.request.delivery_info or {}).get("redelivered"))
+            token, state = task_records.claim(self.request.id, self.request.retries, redelivered, self.request.hostname)
         except PyMongoError as exc:
             if is_outage(exc):
                 raise self._after_outage(exc) from exc
             raise
-        if revoked:
+        if state == "REVOKED":
             log.info("skipping revoked task")
             self.backend.mark_as_revoked(self.request.id, "revoked before it started", request=self.request)
             raise Ignore()
+        if token is None and state is not None:
+            log.warning("skipping a second message of a task that ran or runs (its record: %s)", state)
+            raise Ignore()
+        self.request.claim = token  # None: a task sent without a record (not by the API)
         try:
             retval = super().__call__(*args, **kwargs)
         except (Retry, Ignore, Reject):
@@ -138,9 +144,11 @@ class RecordedTask(Task):
         return outage_retry(self, exc, done, headers={OUTAGE_RETRIES_HEADER: done + 1})
 
     def _record(self, state: str, result: Any = None, error: dict[str, str] | None = None) -> None:
-        outcome = [self.request.id, state, self.request.hostname, self.request.retries, result, error]
+        claim = self.request.get("claim")
+        outcome = [self.request.id, state, self.request.hostname, self.request.retries, result, error, claim]
         try:
-            task_records.finish(*outcome[:4], result=result, error=error)
+            if not task_records.finish(*outcome[:4], result=result, error=error, claim=claim):
+                log.warning("the outcome was not recorded: the task was revoked, or another delivery took it over")
             return
         except PyMongoError as exc:
             if not is_outage(exc):
@@ -162,11 +170,18 @@ class RecordedTask(Task):
 
 @celery_app.task(bind=True, name=RECORD_OUTCOME)
 def record_outcome(
-    self: Task, task_id: str, state: str, worker: str | None, retries: int, result: Any, error: dict[str, str] | None
+    self: Task,
+    task_id: str,
+    state: str,
+    worker: str | None,
+    retries: int,
+    result: Any,
+    error: dict[str, str] | None,
+    claim: str | None = None,
 ) -> None:
     """Write the outcome of a task that finished while MongoDB was down, for as long as it stays down."""
     try:
-        task_records.finish(task_id, state, worker, retries, result=result, error=error)
+        task_records.finish(task_id, state, worker, retries, result=result, error=error, claim=claim)
     except PyMongoError as exc:
         if not is_outage(exc):
             raise
