@@ -174,8 +174,16 @@ def take_dead_letter(task_id: str) -> dict[str, Any] | None:
         {"_id": task_id, "dead_letter": {"$exists": True}},
         {
             "$set": {"state": "PENDING"},
-            # Its next delivery starts afresh: no attempt is claimed.
-            "$unset": {"dead_letter": "", "error": "", "finished_at": "", "worker": "", "attempt": "", "claim": ""},
+            # Its next delivery starts afresh: no attempt is claimed, no start counted.
+            "$unset": {
+                "dead_letter": "",
+                "error": "",
+                "finished_at": "",
+                "worker": "",
+                "attempt": "",
+                "claim": "",
+                "starts": "",
+            },
         },
         return_document=ReturnDocument.BEFORE,
     )

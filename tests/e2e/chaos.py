@@ -19,8 +19,9 @@ from dataclasses import dataclass, field
 import httpx
 
 # A create or submit that meets a connection error, a 409 (its first attempt still running) or
-# a 503 is sent again with the same key, for up to this long.
-RETRY_FOR_SECONDS = 60
+# a 503 is sent again with the same key, for up to this long: past the longest outage rehearsed
+# (MongoDB down for 60 s, and the time compose takes to stop and start it).
+RETRY_FOR_SECONDS = 120
 
 
 @dataclass

@@ -116,10 +116,14 @@ FAULTS = [
 
 @pytest.fixture(scope="module")
 def seeded(compose_stack) -> list[str]:
+    def create(n: int) -> str:
+        body = {"name": f"chaos-seed-{n}-{time.time_ns()}"}
+        # Right after `up`, a replica may still answer 503 (a dependency not yet reached).
+        created = wait_for(lambda: (r := api.post("/api/items", json=body)).status_code == 201 and r, timeout=60)
+        return created.json()["id"]
+
     with compose_stack.writer() as api:
-        return [
-            api.post("/api/items", json={"name": f"chaos-seed-{n}-{time.time_ns()}"}).json()["id"] for n in range(8)
-        ]
+        return [create(n) for n in range(8)]
 
 
 @pytest.fixture(scope="module", autouse=True)
