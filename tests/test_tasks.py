@@ -82,6 +82,17 @@ def test_report_reads_mongodb_and_stores_its_document(api, mongo, unique):
     assert {t["tag"]: t["count"] for t in report["top_tags"]} == {tag: 3, "common": 3}
 
 
+def notify_and_wait(api, callout, path: str) -> dict:
+    """Submit a call-out to the test server's `path`; the task's final status."""
+    task_id = api.post("/api/async/notify", json={"url": callout.url + path}).json()["task_id"]
+    return wait_for_task(api, task_id)
+
+
+def first_call_ended(callout, path: str, timeout: float) -> dict:
+    """The first call to `path`, once the server has seen the caller hang up."""
+    return wait_for(lambda: "ended" in (call := callout.calls[path][0]) and call, timeout=timeout, what="hang-up")
+
+
 def test_transient_failures_are_retried_until_success(api, callout, unique):
     path = f"/flaky/2/{unique('key')}"
     task_id = api.post("/api/async/notify", json={"url": callout.url + path, "payload": {"n": 1}}).json()["task_id"]
@@ -111,8 +122,7 @@ def test_transient_failures_are_retried_until_success(api, callout, unique):
 
 def test_a_task_that_always_fails_ends_in_failure_after_three_retries(api, callout, unique):
     path = f"/down/{unique('key')}"
-    task_id = api.post("/api/async/notify", json={"url": callout.url + path}).json()["task_id"]
-    final = wait_for_task(api, task_id)
+    final = notify_and_wait(api, callout, path)
     assert final["state"] == "FAILURE"
     assert final["error"]["type"] == "TransientCalloutError"
     assert "HTTP 503" in final["error"]["message"]
@@ -122,8 +132,7 @@ def test_a_task_that_always_fails_ends_in_failure_after_three_retries(api, callo
 
 def test_a_refused_call_fails_at_once(api, callout, unique):
     path = f"/reject/{unique('key')}"
-    task_id = api.post("/api/async/notify", json={"url": callout.url + path}).json()["task_id"]
-    final = wait_for_task(api, task_id)
+    final = notify_and_wait(api, callout, path)
     assert final["state"] == "FAILURE"
     assert final["error"] == {"type": "PermanentCalloutError", "message": f"HTTP 400 from {callout.url}{path}"}
     assert len(callout.calls[path]) == 1
@@ -132,20 +141,18 @@ def test_a_refused_call_fails_at_once(api, callout, unique):
 def test_a_remote_end_that_drips_its_answer_meets_the_deadline_of_the_whole_call(api, callout, unique):
     """Each byte comes well within a read timeout; the whole answer would take ~15 s."""
     path = f"/drip/{unique('key')}"
-    task_id = api.post("/api/async/notify", json={"url": callout.url + path}).json()["task_id"]
-    final = wait_for_task(api, task_id)
+    final = notify_and_wait(api, callout, path)
     assert final["state"] == "SUCCESS" and final["result"] == {"status_code": 200, "attempts": 2}, final
-    first = wait_for(lambda: "ended" in (call := callout.calls[path][0]) and call, timeout=5, what="hang-up")
+    first = first_call_ended(callout, path, timeout=5)
     assert first["ended"] - first["at"] < callout.deadline + 2 * callout.DRIP_SECONDS + 0.5, first
 
 
 def test_a_large_answer_is_not_read(api, callout, unique):
     """Only the status matters: the worker hangs up after the headers, whatever the body's size."""
     path = f"/big/{unique('key')}"
-    task_id = api.post("/api/async/notify", json={"url": callout.url + path}).json()["task_id"]
-    final = wait_for_task(api, task_id)
+    final = notify_and_wait(api, callout, path)
     assert final["state"] == "SUCCESS" and final["result"] == {"status_code": 200, "attempts": 1}, final
-    first = wait_for(lambda: "ended" in (call := callout.calls[path][0]) and call, timeout=10, what="hang-up")
+    first = first_call_ended(callout, path, timeout=10)
     assert first["sent"] < callout.BIG_BODY / 16, f"{first['sent']:,} of {callout.BIG_BODY:,} bytes sent"
 
 
