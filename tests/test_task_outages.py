@@ -223,10 +223,12 @@ def test_an_outcome_that_meets_a_long_mongodb_outage_is_recorded_once_it_is_back
         pytest.skip("MongoDB is external (TEST_MONGO_URL); this test stops the server it started itself")
     from app.worker.celery_app import celery_app
 
-    task_id = api.post("/api/async/process", json={"data": "long outage", "iterations": 40}).json()["task_id"]
+    # About 5 s of work: still running once MongoDB is gone (40 iterations, 0.2 s, could finish first).
+    task_id = api.post("/api/async/process", json={"data": "long outage", "iterations": 1000}).json()["task_id"]
     wait_for(lambda: api.get(f"/api/tasks/{task_id}").json()["state"] == "PROGRESS", timeout=60, what="running")
     stack.mongo.stop()
     try:
+        assert celery_app.AsyncResult(task_id).state == "PROGRESS", "the task finished before MongoDB stopped"
         # SUCCESS in Redis once the worker is done with the record: its write failed after
         # MONGO_WORKER_TIMEOUT_MS (5 s here), and the outcome went elsewhere, or nowhere.
         wait_for(lambda: celery_app.AsyncResult(task_id).state == "SUCCESS", timeout=60, what="finished")
@@ -236,6 +238,6 @@ def test_an_outcome_that_meets_a_long_mongodb_outage_is_recorded_once_it_is_back
     finally:
         stack.mongo.start()
     final = wait_for_task(api, task_id, timeout=90)
-    assert final["state"] == "SUCCESS" and final["result"]["iterations"] == 40, final
+    assert final["state"] == "SUCCESS" and final["result"]["iterations"] == 1000, final
     log = "".join(worker.log_path.read_text() for worker in stack.workers)
     assert "the outcome is recorded once it is back" in log
