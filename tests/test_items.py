@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+
 from bson import ObjectId
 
 
@@ -56,9 +58,11 @@ def test_list_is_paginated_filtered_and_stably_sorted(api, unique):
     ids = [api.post("/api/items", json={"name": unique(), "tags": [tag]}).json()["id"] for _ in range(7)]
 
     page1 = api.get("/api/items", params={"tag": tag, "limit": 3}).json()
-    page2 = api.get("/api/items", params={"tag": tag, "limit": 3, "offset": 3}).json()
+    page2 = api.get("/api/items", params={"tag": tag, "limit": 3, "offset": 3, "count": "true"}).json()
     page3 = api.get("/api/items", params={"tag": tag, "limit": 3, "offset": 6}).json()
-    assert page1["total"] == page2["total"] == page3["total"] == 7
+    assert [page1["has_more"], page2["has_more"], page3["has_more"]] == [True, True, False]
+    assert page1["total"] is None and page2["total"] == 7  # counted only when asked
+    assert api.get("/api/items", params={"tag": tag, "limit": 1, "offset": 6}).json()["has_more"] is False
     listed = [i["id"] for page in (page1, page2, page3) for i in page["items"]]
     # Newest first, no item twice or missing across pages.
     assert listed == list(reversed(ids))
@@ -68,6 +72,28 @@ def test_list_is_paginated_filtered_and_stably_sorted(api, unique):
     by_prefix = api.get("/api/items", params={"name_prefix": prefix}).json()
     assert ids[0] in [i["id"] for i in by_prefix["items"]]
     assert all(i["name"].startswith(prefix) for i in by_prefix["items"])
+
+
+def test_a_count_stops_at_its_limit_whatever_the_collection_holds(api, mongo, unique):
+    """Anyone may list, so a list never counts the whole collection: past COUNT_LIMIT the count
+    stops, and `total` is null (no page past MAX_OFFSET can be read anyway)."""
+    from app.api.item_routes import COUNT_LIMIT
+
+    tag = unique("many")
+    now = datetime.now(UTC)
+
+    def item(name: str) -> dict:
+        return {"name": name, "price": 1.0, "quantity": 1, "tags": [tag], "created_at": now, "updated_at": now}
+
+    mongo.items.insert_many([item(f"{tag}-{n}") for n in range(COUNT_LIMIT)])  # as many as a count reads
+    try:
+        listed = api.get("/api/items", params={"tag": tag, "limit": 1, "count": "true"}).json()
+        assert listed["total"] == COUNT_LIMIT and listed["has_more"] is True, listed
+        mongo.items.insert_one(item(f"{tag}-more"))
+        listed = api.get("/api/items", params={"tag": tag, "limit": 1, "count": "true"}).json()
+        assert listed["total"] is None and listed["has_more"] is True, listed
+    finally:
+        mongo.items.delete_many({"tags": tag})
 
 
 def test_page_size_has_a_hard_cap(api):

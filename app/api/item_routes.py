@@ -35,6 +35,8 @@ from app.data import cache, item_store
 router = APIRouter(prefix="/api/items", tags=["items"], route_class=StrictJSONRoute)
 
 MAX_OFFSET = 10_000
+# Beyond this, `total` is null: no page past MAX_OFFSET can be read anyway.
+COUNT_LIMIT = MAX_OFFSET
 
 
 def _conflict(name: str) -> HTTPException:
@@ -118,10 +120,17 @@ def read_router(settings: Settings) -> APIRouter:
         offset: Annotated[int, Query(ge=0, le=MAX_OFFSET)] = 0,
         tag: Annotated[str | None, Query(min_length=1, max_length=40, description="Only items with this tag.")] = None,
         name_prefix: Annotated[str | None, Query(min_length=1, max_length=100)] = None,
+        count: Annotated[
+            bool, Query(description=f"Also count the matching items, up to {COUNT_LIMIT:,} (`total`).")
+        ] = False,
     ) -> dict:
-        """Newest first; ties broken by id, so pages are stable."""
-        items, total = item_store.page(item_store.item_filter(tag, name_prefix), limit, offset)
-        return {"items": items, "total": total, "limit": limit, "offset": offset}
+        """Newest first; ties broken by id, so pages are stable. `has_more` says whether another
+        page follows. Counting is asked for (`count=true`) and bounded: a page never costs more
+        as the collection grows."""
+        query = item_store.item_filter(tag, name_prefix)
+        items, has_more = item_store.page(query, limit, offset)
+        total = item_store.count(query, up_to=COUNT_LIMIT) if count else None
+        return {"items": items, "limit": limit, "offset": offset, "has_more": has_more, "total": total}
 
     @reads.get("/{item_id}", response_model=Item, responses={**NOT_FOUND, **UNAVAILABLE})
     async def get_item(item_id: ObjectIdStr) -> Response:

@@ -94,9 +94,12 @@ class Item(BaseModel):
 
 class ItemPage(BaseModel):
     items: list[Item]
-    total: int
     limit: int
     offset: int
+    has_more: bool = Field(description="Whether items follow this page (ask again with offset + limit).")
+    total: int | None = Field(
+        description="With count=true, how many items match; null without it, or past the count's limit."
+    )
 
 
 # --- background tasks ------------------------------------------------------------------

@@ -68,10 +68,17 @@ async def read(item_id: str) -> dict[str, Any] | None:
     return to_public(document) if document else None
 
 
-def page(query: dict[str, Any], limit: int, offset: int) -> tuple[list[dict[str, Any]], int]:
-    items = mongo.collection(mongo.ITEMS)
-    documents = items.find(query).sort(SORT).skip(offset).limit(limit)
-    return [to_public(d) for d in documents], items.count_documents(query)
+def page(query: dict[str, Any], limit: int, offset: int) -> tuple[list[dict[str, Any]], bool]:
+    """The items of one page, and whether more follow (one document more is read to know)."""
+    documents = list(mongo.collection(mongo.ITEMS).find(query).sort(SORT).skip(offset).limit(limit + 1))
+    return [to_public(d) for d in documents[:limit]], len(documents) > limit
+
+
+def count(query: dict[str, Any], up_to: int) -> int | None:
+    """How many items match, or None when more than `up_to` do. MongoDB stops reading at
+    `up_to` + 1, so the cost does not grow with the collection."""
+    counted = mongo.collection(mongo.ITEMS).count_documents(query, limit=up_to + 1)
+    return counted if counted <= up_to else None
 
 
 def update(item_id: str, fields: dict[str, Any]) -> dict[str, Any] | None:

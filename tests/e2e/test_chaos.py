@@ -173,7 +173,8 @@ def test_a_fault_under_load_loses_nothing(compose_stack, seeded, fault):
         ]
         # A task that did not succeed, as its status says it (with its error), for the message.
         unsuccessful = {t: polite_get(api, f"/api/tasks/{t}").json() for t, s in states.items() if s != "SUCCESS"}
-        made = polite_get(api, "/api/items", params={"name_prefix": load.prefix, "limit": 1}).json()["total"]
+        counted = {"name_prefix": load.prefix, "limit": 1, "count": "true"}
+        made = polite_get(api, "/api/items", params=counted).json()["total"]
     tally = load.tally({fault.dependency} if fault.dependency else set())
     succeeded = sum(1 for state in states.values() if state == "SUCCESS")
     fives = sum(count for status, count in tally["statuses"].items() if status and status >= 500)
