@@ -18,6 +18,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from topology import REDIS_APP_USER, REDIS_USERS
 from topology.app import API_COMMAND, WORKER_QUEUES, beat_command, worker_command
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -163,22 +164,39 @@ class Process:
 
 
 class RedisServer(Process):
+    """Redis with the shipped redis.conf and topology's users: the app's (`url`) and the
+    operators' default user (`client`, for the tests' looks at what Redis holds)."""
+
     name = "redis"
 
     def __init__(
-        self, workdir: Path, port: int | None = None, password: str | None = None, maxmemory: str = "256mb"
+        self,
+        workdir: Path,
+        port: int | None = None,
+        password: str | None = None,
+        admin_password: str | None = None,
+        maxmemory: str = "256mb",
     ) -> None:
         super().__init__(workdir)
         self.port = port or free_port()
         self.password = password or generate_secret()
+        self.admin_password = admin_password or generate_secret()
         self.maxmemory = maxmemory
 
     def command(self) -> list[str]:
-        # The shipped redis.conf (memory policy, persistence) with this instance's specifics.
+        # The users in a file of the workdir, as compose and Ansible do: no password on the command line.
+        passwords = {"redis_password": self.password, "redis_admin_password": self.admin_password}
+        users = self.workdir / "users.conf"
+        users.write_text(
+            "".join(
+                f"user {user} on >{passwords[spec['password']]} {spec['rules']}\n" for user, spec in REDIS_USERS.items()
+            )
+        )
+        users.chmod(0o600)
         options = {
             "port": str(self.port),
             "bind": "127.0.0.1",
-            "requirepass": self.password,
+            "include": str(users),
             "dir": str(self.workdir),
             "maxmemory": self.maxmemory,
         }
@@ -186,12 +204,14 @@ class RedisServer(Process):
         return [shutil.which("redis-server") or "redis-server", str(REDIS_CONF), *flags]
 
     def url(self, db: int = 0) -> str:
-        return f"redis://:{self.password}@127.0.0.1:{self.port}/{db}"
+        """The app's URL (its own user)."""
+        return f"redis://{REDIS_APP_USER}:{self.password}@127.0.0.1:{self.port}/{db}"
 
     def client(self, db: int = 0):  # noqa: ANN201 - redis.Redis, imported lazily
+        """A client as the operators' default user."""
         import redis
 
-        return redis.Redis.from_url(self.url(db), socket_timeout=2)
+        return redis.Redis(port=self.port, db=db, password=self.admin_password, socket_timeout=2)
 
     def ready(self) -> bool:
         return bool(self.client().ping())

@@ -34,7 +34,12 @@ class Stack:
         ports = ports or {}
         passwords = passwords or {}
         self.root = root
-        self.redis = RedisServer(root / "redis", port=ports.get("redis"), password=passwords.get("redis"))
+        self.redis = RedisServer(
+            root / "redis",
+            port=ports.get("redis"),
+            password=passwords.get("redis"),
+            admin_password=passwords.get("redis_admin"),
+        )
         self.rabbitmq = RabbitMQServer(
             root / "rabbitmq",
             port=ports.get("rabbitmq"),
@@ -60,7 +65,7 @@ class Stack:
     def env(self) -> dict[str, str]:
         """The app's configuration, as environment variables."""
         return {
-            "ENVIRONMENT": "production",
+            "ENVIRONMENT": "staging",
             "MONGO_URL": self.mongo_url,
             "MONGO_DB": self.mongo_db,
             "REDIS_URL": self.redis.url(0),
@@ -75,6 +80,7 @@ class Stack:
     def passwords(self) -> dict[str, str]:
         passwords = {
             "redis": self.redis.password,
+            "redis_admin": self.redis.admin_password,
             "rabbitmq": self.rabbitmq.password,
             "rabbitmq_admin": self.rabbitmq.admin_password,
             "api_key": self.api_key,

@@ -44,7 +44,9 @@ MONGO_ROOT_USERNAME=root
 MONGO_ROOT_PASSWORD={token()}
 MONGO_APP_USERNAME=app
 MONGO_APP_PASSWORD={token()}
+# Redis: the app's user, and the operators' (the default user).
 REDIS_PASSWORD={token()}
+REDIS_ADMIN_PASSWORD={token()}
 # The broker's administrator (management UI), and the app's own user (its vhost only).
 RABBITMQ_ADMIN_USER=admin
 RABBITMQ_ADMIN_PASSWORD={token()}
@@ -86,6 +88,19 @@ def set_values(path: Path, values: dict[str, str]) -> None:
     path.write_text("\n".join(lines) + "\n")
 
 
+def add_missing(path: Path) -> list[str]:
+    """Add the settings (and secrets, freshly generated) that a newer version brought and the
+    file lacks; what it holds stays. Returns their names."""
+    present = {line.split("=", 1)[0].strip() for line in path.read_text().splitlines() if "=" in line}
+    fresh = dict(
+        line.split("=", 1) for line in generate(path).splitlines() if "=" in line and not line.startswith("#")
+    )
+    missing = {name: value for name, value in fresh.items() if name not in present}
+    if missing:
+        set_values(path, missing)
+    return list(missing)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("command", choices=["generate", "use-local-images", "use-official-images"])
@@ -94,9 +109,11 @@ def main() -> int:
 
     if args.command == "generate":
         if args.file.exists():
+            added = add_missing(args.file)
             print(
                 f"{args.file} exists; keeping it (its passwords match the data volumes). "
-                f"Remove it and the volumes (`docker compose down -v`) to start over.",
+                f"Remove it and the volumes (`docker compose down -v`) to start over."
+                + (f" Added what this version needs: {', '.join(added)}." if added else ""),
                 file=sys.stderr,
             )
             return 0

@@ -41,10 +41,11 @@ def test_generated_secrets_are_accepted():
         ({"celery_result_backend": "redis://redis:6379/1"}, "CELERY_RESULT_BACKEND"),
     ],
 )
-def test_production_refuses_placeholder_secrets(override, named):
+@pytest.mark.parametrize("environment", ["production", "staging"])
+def test_production_refuses_placeholder_secrets(override, named, environment):
     with pytest.raises(ValidationError) as error:
-        settings(**override)
-    assert named in str(error.value) and "refusing to start" in str(error.value)
+        settings(environment=environment, **override)
+    assert named in str(error.value) and f"refusing to start with ENVIRONMENT={environment}" in str(error.value)
 
 
 def test_development_only_warns():

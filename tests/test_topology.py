@@ -20,7 +20,7 @@ from pydantic import ValidationError
 from app.core.config import Settings
 from devstack.servers import ApiServer
 from devstack.stack import Stack
-from topology import API_PORT, SECRETS, TIERS
+from topology import API_PORT, REDIS_APP_USER, REDIS_USERS, SECRETS, TIERS
 from topology import ansible as ansible_facts
 from topology.app import (
     API_COMMAND,
@@ -156,6 +156,20 @@ def test_compose_runs_the_same_commands():
     assert services["beat"]["command"] == beat_command()
     for service, role in APP_SERVICES.items():
         assert services[service]["healthcheck"]["test"] == ["CMD", *healthcheck_command(role)], service
+
+
+def test_compose_gives_redis_topologys_users():
+    """Each user with its rules and its secret (the .env variable is the secret's name in
+    capitals); the app connects as its own user."""
+    variable = "${{{0}:?{0} is not set: run make env}}"
+    expected = [
+        f"user {user} on >{variable.format(spec['password'].upper())} {spec['rules']}"
+        for user, spec in REDIS_USERS.items()
+    ]
+    assert COMPOSE["configs"]["redis-users"]["content"].splitlines() == expected
+    for name in ("REDIS_URL", "CELERY_RESULT_BACKEND"):
+        assert COMPOSE["x-app-env"][name].startswith(f"redis://{REDIS_APP_USER}:{variable.format('REDIS_PASSWORD')}@")
+    assert {spec["password"] for spec in REDIS_USERS.values()} <= set(SECRETS)
 
 
 def test_the_image_runs_the_api_and_checks_its_role():

@@ -92,10 +92,22 @@ SECRETS = (
     "mongo_root_password",
     "mongo_app_password",
     "redis_password",
+    "redis_admin_password",
     "rabbitmq_admin_password",
     "rabbitmq_password",
     "api_key",
 )
+
+# Redis's users (ACL rules). The app's (API, workers and beat: cache, results, beat's schedule)
+# may not reconfigure, flush or inspect the server (@admin, @dangerous: CONFIG, FLUSHALL, KEYS,
+# ACL, DEBUG, INFO ...); its password is `redis_password`. The default user is the operators'
+# (health checks, `fleet health`, backups), with `redis_admin_password`. Compose, Ansible and
+# the test stack each write these rules into their Redis configuration (a test checks).
+REDIS_USERS = {
+    "default": {"password": "redis_admin_password", "rules": "~* &* +@all"},
+    "app": {"password": "redis_password", "rules": "~* &* +@all -@admin -@dangerous"},
+}
+REDIS_APP_USER = "app"
 
 # The release: the app image's version (Dockerfile.app's VERSION, compose's APP_VERSION and
 # APP_IMAGE) and the Python project's (pyproject.toml reads it from here).

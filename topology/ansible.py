@@ -7,7 +7,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from topology import ACCESS, IMAGES, PORTS, SECRETS, TIERS, app
+from topology import ACCESS, IMAGES, PORTS, REDIS_APP_USER, REDIS_USERS, SECRETS, TIERS, app
 
 PATH = Path(__file__).resolve().parent.parent / "ansible" / "group_vars" / "all" / "topology.yml"
 COMMAND = "python -m topology"
@@ -44,6 +44,11 @@ def render() -> str:
         "",
         "# The stack's secrets, each of which the rollout needs (app_secrets.<name>).",
         *_entry("app_secret_names", list(SECRETS)),
+        "",
+        "# Redis's users and their ACL rules (role redis); the app connects as redis_app_user.",
+        "redis_users:",
+        *(line for user, rules in REDIS_USERS.items() for line in _entry(user, rules, "  ")),
+        *_entry("redis_app_user", REDIS_APP_USER),
         "",
         "# The app's containers (roles api, worker and beat, through the role app_container).",
         "app_commands:",

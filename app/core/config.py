@@ -1,7 +1,8 @@
 """All configuration, read once from the environment (or `.env`) by pydantic-settings.
 
-Every variable is documented in `.env.example`. In production (`ENVIRONMENT=production`)
-the service refuses to start when a secret is empty or looks like a placeholder.
+Every variable is documented in `.env.example`. A deployed stack (`ENVIRONMENT=production`,
+which the fleet sets only behind HTTPS, or `staging`: compose, a fleet on plain HTTP) refuses to
+start when a secret is empty or looks like a placeholder.
 """
 
 from __future__ import annotations
@@ -14,6 +15,9 @@ from urllib.parse import urlsplit
 
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+# Environments that refuse insecure secrets.
+DEPLOYED = frozenset({"staging", "production"})
 
 # Values that someone copied from an example instead of generating a secret.
 PLACEHOLDER_SECRETS = frozenset(
@@ -61,7 +65,7 @@ def _url_password(url: str) -> str | None:
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_file=".env", env_file_encoding="utf-8", extra="ignore")
 
-    environment: Literal["development", "test", "production"] = "development"
+    environment: Literal["development", "test", "staging", "production"] = "development"
     app_name: str = "microservices-api"
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     # The API's JSON access line per request: "errors" (4xx, 5xx and requests slower than a
@@ -180,8 +184,8 @@ class Settings(BaseSettings):
         problems = self.secret_problems()
         if problems:
             message = "insecure configuration: " + "; ".join(problems)
-            if self.environment == "production":
-                raise ValueError(message + " (refusing to start with ENVIRONMENT=production)")
+            if self.environment in DEPLOYED:
+                raise ValueError(message + f" (refusing to start with ENVIRONMENT={self.environment})")
             warnings.warn(message, stacklevel=2)
         return self
 

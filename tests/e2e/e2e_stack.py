@@ -18,6 +18,7 @@ SECRETS = (
     "MONGO_ROOT_PASSWORD",
     "MONGO_APP_PASSWORD",
     "REDIS_PASSWORD",
+    "REDIS_ADMIN_PASSWORD",
     "RABBITMQ_ADMIN_PASSWORD",
     "RABBITMQ_PASSWORD",
     "API_KEYS",
@@ -78,8 +79,9 @@ class ComposeStack:
             env=self.extra_env,
         )
 
-    def containers(self, service: str) -> list[str]:
-        ids = self.compose("ps", "-q", service).stdout.split()
+    def containers(self, service: str | None = None) -> list[str]:
+        """The running containers of a service, or of every service."""
+        ids = self.compose("ps", "-q", *([service] if service else [])).stdout.split()
         return sorted(ids)
 
     def services(self) -> list[dict]:

@@ -106,7 +106,36 @@ def test_the_data_services_require_their_passwords(compose_stack):
     assert result.stdout.split() == expected, result
 
 
-def test_the_images_python_refuses_the_same_ipv6_addresses(compose_stack):
+def test_the_apps_redis_user_cannot_reconfigure_or_flush(compose_stack):
+    """The API's own REDIS_URL (the app's user) reads and writes keys, and nothing more."""
+    probe = (
+        "import os, redis\n"
+        "client = redis.Redis.from_url(os.environ['REDIS_URL'], socket_timeout=3)\n"
+        "client.set('acl-probe', 'kept', ex=60)\n"
+        "for command in (('CONFIG', 'SET', 'maxmemory', '1mb'), ('FLUSHALL',), ('ACL', 'LIST'), ('KEYS', '*')):\n"
+        "    try:\n"
+        "        client.execute_command(*command)\n"
+        "        print(command[0], 'accepted')\n"
+        "    except redis.exceptions.NoPermissionError:\n"
+        "        print(command[0], 'refused')\n"
+        "print('kept', client.get('acl-probe') == b'kept')\n"
+    )
+    api = compose_stack.containers("api")[0]
+    result = subprocess.run(["docker", "exec", api, "python", "-c", probe], capture_output=True, text=True, timeout=60)
+    expected = ["CONFIG", "refused", "FLUSHALL", "refused", "ACL", "refused", "KEYS", "refused", "kept", "True"]
+    assert result.stdout.split() == expected, result
+
+
+def test_no_secret_is_on_a_command_line(compose_stack):
+    """What `ps` or `docker inspect` shows of each container's command holds no secret (environment
+    variables and files hold them)."""
+    secrets = {name: compose_stack.env[name] for name in SECRETS}
+    for container in compose_stack.containers():
+        inspected = json.loads(sh("docker", "inspect", container).stdout)[0]
+        command = json.dumps([inspected["Path"], inspected["Args"], inspected["Config"]["Cmd"]])
+        shown = [name for name, value in secrets.items() if value in command]
+        assert not shown, f"{container}'s command holds {shown}"
+
     """The call-out check runs on the image's Python, whose `is_global` may differ from the tests'."""
     worker = compose_stack.containers("worker")[0]
     probe = (

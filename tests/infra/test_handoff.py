@@ -95,7 +95,7 @@ def test_every_variable_the_stack_hands_over_reaches_every_host(case, tmp_path):
     names = sorted({name for variables in given.values() for name in variables})
     # Every provider variable is among them (what the stack's provider hands over).
     assert set(result.outputs["ansible_inventory"]["all"]["vars"]) <= set(names)
-    answers = seen(outputs, names)
+    answers = seen(outputs, [*names, "app_environment"])
     assert set(answers) == set(given)
     shadowed = {
         f"{host}: {name}": f"inventory {variables[name]!r}, a task sees {answers[host][name]!r}"
@@ -104,3 +104,7 @@ def test_every_variable_the_stack_hands_over_reaches_every_host(case, tmp_path):
         if answers[host][name] != variables[name]
     }
     assert not shadowed, json.dumps(shadowed, indent=1)
+    # The app calls itself production only where the stack is one, which serves HTTPS only.
+    production = result.outputs["ansible_inventory"]["all"]["vars"].get("production")
+    environments = {answer["app_environment"]["ENVIRONMENT"] for answer in answers.values()}
+    assert environments == {"production" if production else "staging"}, environments

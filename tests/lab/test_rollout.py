@@ -267,3 +267,23 @@ print(mongo("mongodb://{data}:27017/?directConnection=true"),
     result = converged.ssh(api, f"sudo docker exec -i api python - <<'EOF'\n{probe}\nEOF")
     assert result.returncode == 0, result.stderr
     assert Counter(result.stdout.split()) == {"refused": 9}, result.stdout
+
+
+def test_the_apps_redis_user_cannot_reconfigure_or_flush(converged: Lab):
+    """On the fleet too, the API's REDIS_URL (the app's user) reads and writes keys, and nothing more."""
+    probe = """
+import os, redis
+client = redis.Redis.from_url(os.environ["REDIS_URL"], socket_timeout=3)
+client.set("acl-probe", "kept", ex=60)
+for command in (("CONFIG", "SET", "maxmemory", "1mb"), ("FLUSHALL",), ("ACL", "LIST")):
+    try:
+        client.execute_command(*command)
+        print("accepted")
+    except redis.exceptions.NoPermissionError:
+        print("refused")
+print(client.get("acl-probe").decode())
+"""
+    api = converged.hosts("api")[0]["private_ip"]
+    result = converged.ssh(api, f"sudo docker exec -i api python - <<'EOF'\n{probe}\nEOF")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == ["refused", "refused", "refused", "kept"], result.stdout
