@@ -11,8 +11,10 @@ from __future__ import annotations
 import json
 import re
 import secrets
+import socket
 import subprocess
 import threading
+import time
 from collections import defaultdict
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -157,3 +159,47 @@ def test_a_delete_that_no_replica_received_is_sent_to_the_next(compose_stack, re
     # The refused entry, then the scripted one: "a, b" within one pass, or "a : b" over two.
     tried = [re.split(", | : ", addresses) for addresses in upstreams]
     assert any(len(t) == 2 and t[0].endswith(f":{refused_port}") for t in tried), upstreams
+
+
+def test_a_create_that_no_replica_takes_leaves_the_connection_usable(compose_stack, tmp_path):
+    """No replica up, a plain create whose body arrives after its headers (as a client's second
+    write may): nginx answers 502 and the caller's keep-alive connection still takes its next
+    request. Were the body streamed, nginx would answer before reading it and then close the
+    connection that it had just announced as kept alive: the next request would meet a hang-up."""
+    refused = f"host.docker.internal:{free_port()}"
+    upstream = f"upstream api {{\n    server {refused} max_fails=0;\n}}\n"
+    container, url = start_nginx(compose_stack.env["NGINX_IMAGE"], upstream, tmp_path)
+    body = b'{"name": "x"}'
+    head = (
+        f"POST /api/items HTTP/1.1\r\nHost: api\r\nContent-Type: application/json\r\n"
+        f"Content-Length: {len(body)}\r\n\r\n"
+    ).encode()
+    try:
+        host, port = url.removeprefix("http://").split(":")
+        with socket.create_connection((host, int(port)), timeout=10) as sock:
+            sock.sendall(head)
+            time.sleep(0.5)  # the body comes in a second write
+            sock.sendall(body)
+            first = read_response(sock)
+            sock.sendall(b"GET /api/items/x HTTP/1.1\r\nHost: api\r\n\r\n")
+            second = read_response(sock)
+    finally:
+        subprocess.run(["docker", "rm", "-f", container], capture_output=True)
+    assert first.startswith(b"HTTP/1.1 502") and b"keep-alive" in first.lower(), first
+    assert second.startswith(b"HTTP/1.1 502"), f"the connection was closed after the first answer: {second!r}"
+
+
+def read_response(sock: socket.socket) -> bytes:
+    """One HTTP response with a Content-Length (nginx's JSON pages), or what came before EOF."""
+    data = b""
+    while b"\r\n\r\n" not in data:
+        if not (chunk := sock.recv(65536)):
+            return data
+        data += chunk
+    head, _, rest = data.partition(b"\r\n\r\n")
+    length = int(re.search(rb"content-length: *(\d+)", head, re.I)[1])
+    while len(rest) < length:
+        if not (chunk := sock.recv(65536)):
+            break
+        rest += chunk
+    return head + b"\r\n\r\n" + rest
