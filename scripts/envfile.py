@@ -73,6 +73,12 @@ RABBITMQ_UI_PORT=15672
 # --- TLS: set both to enable the HTTPS server block (files readable by nginx) ---------
 TLS_CERT_FILE=
 TLS_KEY_FILE=
+
+# --- the environment ---------------------------------------------------------------------
+# development: this machine, over plain HTTP. production serves HTTPS only: nginx refuses to
+# start without the files above, unless ALLOW_PLAIN_HTTP=true (TLS ends before this stack).
+ENVIRONMENT=development
+ALLOW_PLAIN_HTTP=false
 """
 
 
@@ -92,9 +98,7 @@ def add_missing(path: Path) -> list[str]:
     """Add the settings (and secrets, freshly generated) that a newer version brought and the
     file lacks; what it holds stays. Returns their names."""
     present = {line.split("=", 1)[0].strip() for line in path.read_text().splitlines() if "=" in line}
-    fresh = dict(
-        line.split("=", 1) for line in generate(path).splitlines() if "=" in line and not line.startswith("#")
-    )
+    fresh = dict(line.split("=", 1) for line in generate(path).splitlines() if "=" in line and not line.startswith("#"))
     missing = {name: value for name, value in fresh.items() if name not in present}
     if missing:
         set_values(path, missing)

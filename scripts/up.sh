@@ -47,9 +47,12 @@ port=$(sed -n 's/^HTTP_PORT=//p' "$env_file" | tail -1)
 ui=$(sed -n 's/^RABBITMQ_UI_PORT=//p' "$env_file" | tail -1)
 base="http://localhost${port:+:$port}"
 [ "${port:-80}" = "80" ] && base="http://localhost"
+environment=$(sed -n 's/^ENVIRONMENT=//p' "$env_file" | tail -1)
+environment=${environment:-development}
+[ "$environment" = development ] && environment="development, over plain HTTP (ENVIRONMENT in $env_file)"
 cat <<MSG
 
-The stack is up and healthy ($(( $(date +%s) - started ))s).
+The stack is up and healthy ($(( $(date +%s) - started ))s): $environment.
   API            $base/api/items   (writes need X-API-Key: see API_KEYS in .env)
   Docs           $base/docs  and  $base/redoc
   Health         $base/health/ready

@@ -11,6 +11,8 @@ from e2e_stack import SECRETS, sh
 from helpers import wait_for
 from hostile import IPV6_PUBLIC, IPV6_REFUSED
 
+from devstack.servers import REPO_ROOT
+
 DATA_PORTS = {"mongodb": 27017, "redis": 6379, "rabbitmq": 5672}
 
 
@@ -189,3 +191,41 @@ def test_the_client_address_cannot_be_forged(compose_stack):
     )
     subprocess.run(["docker", "exec", worker, "python", "-c", probe], check=True, capture_output=True, timeout=60)
     assert api_log_line(compose_stack, "forged-around-nginx")["client"] == container_ip(worker)
+
+
+def test_compose_runs_as_development_unless_told(compose_stack):
+    api = compose_stack.containers("api")[0]
+    assert sh("docker", "exec", api, "printenv", "ENVIRONMENT").stdout.strip() == "development"
+
+
+@pytest.mark.parametrize(
+    ("settings", "starts"),
+    [
+        ({"ENVIRONMENT": "production"}, False),
+        ({"ENVIRONMENT": "production", "ALLOW_PLAIN_HTTP": "true"}, True),  # TLS ends before it: said so
+        ({"ENVIRONMENT": "development"}, True),
+    ],
+)
+def test_a_production_load_balancer_without_a_certificate_does_not_start(compose_stack, settings, starts):
+    """nginx as compose runs it, with no certificate mounted: plain HTTP is for development."""
+    variables = [part for name, value in settings.items() for part in ("-e", f"{name}={value}")]
+    container = sh(
+        "docker", "run", "-d", *variables, "-v", f"{REPO_ROOT}/nginx:/etc/nginx/app:ro",
+        "--entrypoint", "/bin/sh", compose_stack.env["NGINX_IMAGE"], "/etc/nginx/app/entrypoint.sh",
+    ).stdout.strip()  # fmt: skip
+    try:
+        # Running nginx has written its configuration; a refusal has exited.
+        def settled() -> dict | None:
+            state = json.loads(sh("docker", "inspect", "-f", "{{json .State}}", container).stdout)
+            configured = sh("docker", "exec", container, "ls", "/etc/nginx/enabled", check=False).stdout
+            return state if not state["Running"] or "http.conf" in configured else None
+
+        state = wait_for(settled, timeout=30, interval=0.5, what="nginx started or refused")
+        logs = sh("docker", "logs", container).stderr
+    finally:
+        subprocess.run(["docker", "rm", "-f", container], capture_output=True)
+    if starts:
+        assert state["Running"], logs
+    else:
+        assert not state["Running"] and state["ExitCode"] == 1, state
+        assert "ENVIRONMENT=production serves HTTPS only" in logs and "ALLOW_PLAIN_HTTP=true" in logs, logs
