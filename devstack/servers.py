@@ -211,10 +211,11 @@ class RedisServer(Process):
         """A client as the operators' default user."""
         import redis
 
-        return redis.Redis(port=self.port, db=db, password=self.admin_password, socket_timeout=2)
+        return redis.Redis(host="127.0.0.1", port=self.port, db=db, password=self.admin_password, socket_timeout=2)
 
     def ready(self) -> bool:
-        return bool(self.client().ping())
+        with self.client() as client:
+            return bool(client.ping())
 
 
 class RabbitMQServer(Process):

@@ -1,8 +1,8 @@
 """All configuration, read once from the environment (or `.env`) by pydantic-settings.
 
 Every variable is documented in `.env.example`. A deployed stack (`ENVIRONMENT=production`,
-which the fleet sets only behind HTTPS, or `staging`: compose, a fleet on plain HTTP) refuses to
-start when a secret is empty or looks like a placeholder.
+which the fleet sets only behind HTTPS, or `staging`, a fleet on plain HTTP) refuses to start
+when a secret is empty or looks like a placeholder.
 """
 
 from __future__ import annotations
