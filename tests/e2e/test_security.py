@@ -138,6 +138,8 @@ def test_no_secret_is_on_a_command_line(compose_stack):
         shown = [name for name, value in secrets.items() if value in command]
         assert not shown, f"{container}'s command holds {shown}"
 
+
+def test_the_images_python_refuses_the_same_ipv6_addresses(compose_stack):
     """The call-out check runs on the image's Python, whose `is_global` may differ from the tests'."""
     worker = compose_stack.containers("worker")[0]
     probe = (
