@@ -11,6 +11,7 @@ from pymongo.errors import PyMongoError
 
 from app import __version__
 from app.api import errors, health_routes, item_routes, metrics_routes, publishing, task_routes
+from app.api.admission import AdmissionControl
 from app.api.middleware import RequestContextMiddleware
 from app.core.config import get_settings
 from app.core.logging import configure_logging
@@ -43,6 +44,12 @@ def create_app() -> FastAPI:
     publishing.bound_broker_io()
     errors.install(app)
     app.add_middleware(RequestContextMiddleware, max_body_bytes=settings.max_body_bytes, access_log=settings.access_log)
+    # Added last, so outermost: a shed request skips the rest of the stack.
+    app.add_middleware(
+        AdmissionControl,
+        max_in_flight=settings.admission_max_in_flight,
+        max_lag_ms=settings.admission_max_lag_ms,
+    )
     routers = [
         health_routes.router,
         item_routes.router,

@@ -72,6 +72,11 @@ class Settings(BaseSettings):
     # second), "all", or "off". nginx logs every request with the same request id; writing a
     # second line per request costs the API about a third of its /health rate.
     access_log: Literal["all", "errors", "off"] = "errors"
+    # Admission control (app/api/admission.py): each API process answers 503 with Retry-After
+    # at once, instead of queueing, when its event loop runs this late (smoothed) or this many
+    # requests are in flight. 0 turns a measure off.
+    admission_max_lag_ms: int = Field(100, ge=0, le=10_000)
+    admission_max_in_flight: int = Field(100, ge=0, le=10_000)
 
     # --- MongoDB -------------------------------------------------------------------------
     mongo_url: str = "mongodb://127.0.0.1:27017"

@@ -27,6 +27,9 @@ HTTP_LATENCY = Histogram(
     ["route", "method"],
     buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0),
 )
+REQUESTS_SHED = Counter(
+    "http_requests_shed_total", "Requests answered 503 at once because the process was over capacity.", ["reason"]
+)
 TASKS_SUBMITTED = Counter("tasks_submitted_total", "Background tasks accepted, by kind.", ["kind"])
 CACHE_REQUESTS = Counter("cache_requests_total", "Item cache lookups by result (hit, miss, error).", ["result"])
 READINESS_CHECKS = Counter(
