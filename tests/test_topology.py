@@ -317,6 +317,17 @@ def test_stopping_a_worker_lets_its_tasks_finish():
     assert ansible == {role: f"{{{{ app_stop_seconds.{role} }}}}" for role in STOP_SECONDS}
 
 
+def test_the_workers_cpu_weight_is_written_once():
+    from topology.app import CPU_SHARES
+
+    assert {service: COMPOSE["services"][service].get("cpu_shares") for service in CPU_SHARES} == CPU_SHARES
+    # Every other service keeps Docker's default weight, so the workers yield to all of them.
+    assert [name for name, service in COMPOSE["services"].items() if "cpu_shares" in service] == list(CPU_SHARES)
+    ansible = {role: yaml.safe_load(read(f"ansible/roles/{role}/defaults/main.yml"))[f"{role}_cpu_shares"]
+               for role in CPU_SHARES}  # fmt: skip
+    assert ansible == {role: f"{{{{ app_cpu_shares.{role} }}}}" for role in CPU_SHARES}
+
+
 def test_the_images_are_written_once():
     from topology import IMAGE_VARIABLES, IMAGES
 

@@ -30,6 +30,12 @@ BEAT_PIDFILE = "/tmp/celerybeat.pid"  # noqa: S108 - the container's private tmp
 # limit.
 STOP_SECONDS = {"api": 30, "worker": 340}
 
+# CPU weights (Docker's cpu_shares; 1024, the default, for every other container): where the
+# workers share a host with the request path (compose on one machine), a task's CPU-bound work
+# yields to nginx, the API and the data services, and gets all that they leave idle. On the
+# fleet, workers have hosts of their own, and the same weights change nothing there.
+CPU_SHARES = {"worker": 128}
+
 
 def worker_command(concurrency: int | str, *, queues: str = ",".join(WORKER_QUEUES), node: str = "") -> list[str]:
     """A Celery worker: `node` names it (celery@<hostname> when empty)."""
