@@ -1,9 +1,10 @@
 """Background work: submit (202 with a task id at once), follow, revoke.
 
-Submitting needs MongoDB (the task record), RabbitMQ (the message) and Redis (where the
-task's progress and result will live). If any of them is down the submit answers 503
-naming it and nothing is queued: accepting work whose result could not be stored would
-lose it silently.
+Submitting needs MongoDB (the task record, where the outcome will be kept) and RabbitMQ (the
+message). If either is down the submit answers 503 naming it and nothing is queued. Redis is
+not asked: it holds only the live view of a task (progress, the result for a while), and a task
+that runs while Redis is down still records its outcome in MongoDB (app/worker/celery_app.py:
+LiveStateBackend), so a submit neither waits for a ping nor fails for it.
 """
 
 from __future__ import annotations
@@ -11,7 +12,6 @@ from __future__ import annotations
 import uuid
 from typing import Annotated, Any
 
-import redis
 from celery import Task
 from fastapi import APIRouter, HTTPException, Path, Request, status
 from fastapi.exceptions import RequestValidationError
@@ -46,16 +46,6 @@ def _status_url(task_id: str) -> str:
     return f"{router.prefix}/tasks/{task_id}"
 
 
-def _require_result_store() -> None:
-    # Celery's publish does not fail when Redis is down (the task would run with nowhere to
-    # report to), so the result store is checked first.
-    try:
-        celery_app.backend.client.ping()
-    except (redis.RedisError, OSError) as exc:
-        detail = "The result store (Redis) is unavailable; the task was not queued."
-        raise DependencyUnavailable("redis", detail) from exc
-
-
 def _new_task_id() -> str:
     return str(uuid.uuid4())
 
@@ -64,7 +54,6 @@ def _submit(
     request: Request, idempotency_key: str | None, body: BaseModel, task: Task, kind: str, kwargs: dict[str, Any]
 ) -> JSONResponse:
     def submit(task_id: str) -> Outcome:
-        _require_result_store()
         queue = celery_app.amqp.router.route({}, task.name)["queue"].name
         issued = task_records.issue(task_id, kind, queue)
         # A repeat of a key whose first attempt died: publish again only if the task never started.
