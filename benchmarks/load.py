@@ -76,18 +76,22 @@ def wrk(
     connections: int = 2,
     headers: dict[str, str] | None = None,
     body: dict | None = None,
+    addresses: range | None = None,
+    paced: bool = True,
 ) -> Throughput:
-    """`connections` kept-alive connections from every client address, for `seconds`, each
-    paced under the address's limit; with `body`, a JSON POST."""
+    """`connections` kept-alive connections from every client address (or those of
+    `addresses`), for `seconds`, each paced under the address's limit unless `paced` is off;
+    with `body`, a JSON POST."""
+    addresses = addresses or range(clients.count)
     header_args = [arg for name, value in (headers or {}).items() for arg in ("-H", f"{name}: {value}")]
     with tempfile.NamedTemporaryFile("w", suffix=".lua", prefix="bench-wrk-") as script:
-        script.write(lua(connections, body))
+        script.write(lua(connections, body, paced))
         script.flush()
         argv = ["wrk", "-t1", f"-c{connections}", f"-d{seconds:g}s", "--timeout", "5s", "--latency", "-s", script.name]
         argv += [*header_args, url]
         processes = [
             subprocess.Popen(clients.command(index, argv), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-            for index in range(clients.count)
+            for index in addresses
         ]
         runs = []
         for process in processes:
@@ -119,9 +123,9 @@ def wrk(
         p50_ms=round(weighted("p50"), 2),
         p90_ms=round(weighted("p90"), 2),
         p99_ms=round(weighted("p99"), 2),
-        clients=clients.count,
-        connections=clients.count * connections,
-        limited=ok_rate >= 0.9 * PACE * PER_ADDRESS_LIMIT * clients.count,
+        clients=len(addresses),
+        connections=len(addresses) * connections,
+        limited=ok_rate >= 0.9 * PACE * PER_ADDRESS_LIMIT * len(addresses),
     )
 
 
@@ -139,11 +143,11 @@ end
 """
 
 
-def lua(connections: int, body: dict | None) -> str:
-    """wrk's script: the pause between a connection's requests, the POST if any, and the count
-    of answers by status."""
+def lua(connections: int, body: dict | None, paced: bool = True) -> str:
+    """wrk's script: the pause between a connection's requests (none if not `paced`), the POST
+    if any, and the count of answers by status."""
     pause_ms = connections * 1000 / (PACE * PER_ADDRESS_LIMIT)
-    lines = [COUNT_STATUSES, f"function delay() return {pause_ms:.1f} end"]
+    lines = [COUNT_STATUSES, *([f"function delay() return {pause_ms:.1f} end"] if paced else [])]
     if body is not None:
         lines += [
             'wrk.method = "POST"',

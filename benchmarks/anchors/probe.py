@@ -4,8 +4,11 @@ settings): MongoDB find_one and Celery publish without the API in between.
     python -m benchmarks.anchors.probe find_one --threads 32 --seconds 10 --ids ID,ID,...
     python -m benchmarks.anchors.probe publish --threads 32 --seconds 10
     python -m benchmarks.anchors.probe tasks --threads 8 --seconds 10
+    python -m benchmarks.anchors.probe backlog --seconds 900
 
-Prints one JSON object: operations per second and latency percentiles.
+Prints one JSON object: operations per second and latency percentiles; for `backlog`, the
+task queues' depth once a second until a line on stdin says the load ended and the queues
+are empty again (or `--seconds` passed): its peak and how long it took to drain.
 """
 
 from __future__ import annotations
@@ -133,15 +136,51 @@ def tasks(threads: int, seconds: float) -> dict:
     }
 
 
+def backlog(seconds: float) -> dict:
+    """Messages waiting in the app's task queues (ready, not yet taken by a worker), sampled
+    once a second by a passive declare, which costs the broker almost nothing."""
+    import sys
+
+    from app.worker.celery_app import celery_app
+
+    ended = threading.Event()
+    threading.Thread(target=lambda: (sys.stdin.readline(), ended.set()), daemon=True).start()
+    names = [queue.name for queue in celery_app.conf.task_queues]
+    samples: list[tuple[float, int]] = []
+    load_seconds = None
+    started = time.monotonic()
+    with celery_app.connection_for_write() as connection:
+        channel = connection.default_channel
+        while (at := time.monotonic() - started) < seconds:
+            depth = sum(channel.queue_declare(queue=name, passive=True).message_count for name in names)
+            samples.append((round(at, 1), depth))
+            if ended.is_set():
+                load_seconds = load_seconds if load_seconds is not None else at
+                if depth == 0:
+                    break
+            time.sleep(1)
+    peak_at, peak = max(samples, key=lambda sample: sample[1])
+    return {
+        "peak": peak,
+        "peak_at_seconds": peak_at,
+        "load_seconds": load_seconds,
+        # From the load's end until the queues were empty (None: not within --seconds).
+        "drain_seconds": round(at - load_seconds, 1) if load_seconds is not None and samples[-1][1] == 0 else None,
+        "samples": samples,
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("what", choices=["find_one", "publish", "tasks"])
+    parser.add_argument("what", choices=["find_one", "publish", "tasks", "backlog"])
     parser.add_argument("--threads", type=int, default=16)
     parser.add_argument("--seconds", type=float, default=10)
     parser.add_argument("--ids", default="")
     args = parser.parse_args()
     if args.what == "find_one":
         result = find_one(args.threads, args.seconds, args.ids.split(","))
+    elif args.what == "backlog":
+        result = backlog(args.seconds)
     elif args.what == "publish":
         result = publish(args.threads, args.seconds)
     else:

@@ -1,6 +1,7 @@
 """`make bench` in smoke mode against the e2e stack: a second or so per path, two client
-addresses. It proves the benchmark runs and reports every path and ratio; the figures
-themselves come from `make bench`."""
+addresses, both scenarios and the held connections. It proves the benchmark runs and reports
+every path and target; the figures themselves come from `make bench`. Then shedding through
+nginx: the same stack's API, overloaded, answers 503 with Retry-After at once."""
 
 from __future__ import annotations
 
@@ -15,6 +16,8 @@ PATHS = {
     "static",
     "bare",
     "health",
+    "health_one_address",
+    "health_while_held",
     "cached_read",
     "uncached_read",
     "submit",
@@ -49,17 +52,27 @@ def test_the_benchmark_runs_and_reports_every_path(compose_stack, tmp_path):
         assert row["per_second"] > 0, (name, row)
         if "statuses" in row:  # a wrk path: its non-2xx answers, by status
             assert sum(row["statuses"].values()) == row["non_2xx"], (name, row)
-    assert len(document["ratios"]) == 5 and all(r["value"] > 0 for r in document["ratios"])
+    targets = {row["target"]: row for row in document["targets"]}
+    # 5 path ratios; the light mix: p99 and CPU per answer; overload: answered and shed p99 (no
+    # goodput: one step); heavy: users held; connections: held, and /health meanwhile.
+    assert len(targets) == 12, sorted(targets)
+    assert all(row["value"] != "n/a" for row in targets.values()), targets
     # Each measurement says where the CPU went: the stack's API replicas served /health.
     assert all(row["cpu"]["machine_busy"] > 0 for row in document["paths"].values())
     assert document["paths"]["health"]["cpu"]["services"]["api"] > 0
     # The users' mix ran on the stack and on the seed's "before", and requests were answered.
-    for system in ("stack", "before"):
-        (run,) = document["users"][system]
-        assert run["requests"] > 0 and run["by_kind"], (system, run)
-    assert document["headline"]["users"] == run["users"]
+    for scenario in ("users", "heavy"):
+        for system in ("stack", "before"):
+            (run,) = document[scenario][system]
+            assert run["requests"] > 0 and run["by_kind"], (scenario, system, run)
+    # The heavy scenario followed the stack's task backlog until it drained.
+    (heavy,) = document["heavy"]["stack"]
+    assert heavy["backlog"]["samples"] and heavy["backlog"]["drain_seconds"] is not None, heavy["backlog"]
+    held = document["connections"]
+    assert held["opened"] == held["connections"] == 40 and held["errors"] == 0, held
     report = (directory / "report.md").read_text()
-    assert "| cached_read |" in report and "| ratio | value | target | met |" in report
+    assert "| cached_read |" in report and "| target | value | goal | met |" in report
+    assert "## Heavy scenario" in report and "## Connections" in report
     assert "| stack |" in report and "| before |" in report and "## Where the CPU went" in report
     assert "| CPU per answer |" in report
     for plot in ("latency-users.png", "throughput.png"):
