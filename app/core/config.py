@@ -76,7 +76,7 @@ class Settings(BaseSettings):
     # at once, instead of queueing, when its event loop runs this late (smoothed) or this many
     # requests are in flight. 0 turns a measure off.
     admission_max_lag_ms: int = Field(100, ge=0, le=10_000)
-    admission_max_in_flight: int = Field(100, ge=0, le=10_000)
+    admission_max_in_flight: int = Field(40, ge=0, le=10_000)
 
     # --- MongoDB -------------------------------------------------------------------------
     mongo_url: str = "mongodb://127.0.0.1:27017"
