@@ -25,7 +25,7 @@ help:
 	@echo "make rollback STACK=dev - deploy the stack's previous image again (fleet rollback)"
 	@echo "fleet VERB  - operate an environment: setup, deploy, rollback, health, logs, details, audit, lock, unlock"
 	@echo "make lab-up / lab-down - a local multi-host lab (containers acting as VMs) for Ansible"
-	@echo "make bench  - every request path through nginx beside its anchors, ratios in benchmarks/results/"
+	@echo "make bench  - request paths, light and heavy scenarios, held connections; targets met or not in benchmarks/results/"
 	@echo "make lint   - ruff"
 	@echo "make lock   - every install's lock from the *.in files (UPGRADE=1: the newest of all; UPGRADE=NAME: one)"
 	@echo "make topology - write Ansible's copy of topology/ (ansible/group_vars/all/topology.yml)"

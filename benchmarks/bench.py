@@ -354,7 +354,8 @@ def held_connections(stack: Stack, clients: ClientNetwork, at: str, args: argpar
         "connections": sum(h["connections"] for h in held),
         "opened": sum(h["opened"] for h in held),
         "errors": sum(h["errors"] for h in held),
-        "statuses": dict(sum((Counter(h[part]) for h in held for part in ("first", "last")), Counter())),
+        "rounds": min(h["rounds"] for h in held),
+        "statuses": dict(sum((Counter(h["statuses"]) for h in held), Counter())),
     }
 
 
@@ -595,7 +596,8 @@ def markdown(document: dict) -> str:
             "## Connections",
             "",
             f"{held['opened']:,} of {held['connections']:,} connections held open from {held['addresses']} "
-            f"addresses, two requests on each: {held['statuses']}; {held['errors']} errors. "
+            f"addresses, a request on each every 10 s ({held['rounds']} rounds): {held['statuses']}; "
+            f"{held['errors']} errors. "
             "`health_while_held` above is /health measured meanwhile.",
             "",
         ]

@@ -4,9 +4,10 @@ namespace: benchmarks/clients.py), for the connections measurement of `make benc
     python -m benchmarks.holder ADDRESS --connections 200 --path /health
 
 Opens every connection, then sends one request on each, paced under nginx's per-address limit,
-and prints "held". It keeps them open until a line arrives on stdin, sends a second request on
-each (a connection nginx dropped meanwhile fails it), and prints one JSON object: connections
-opened, answers by status on each round, and errors.
+and prints "held". Until a line arrives on stdin it goes on sending a request on each
+connection every 10 s, spread over those 10 s, as clients that poll do (nginx closes a
+kept-alive connection idle for its keepalive_timeout, 30 s). A connection nginx dropped fails its next
+request. Prints one JSON object: connections opened, answers by status, rounds and errors.
 """
 
 from __future__ import annotations
@@ -18,6 +19,8 @@ import sys
 from collections import Counter
 
 from benchmarks.load import PACE, PER_ADDRESS_LIMIT
+
+POLL_SECONDS = 10  # a round's length: well under nginx's keepalive_timeout (30 s)
 
 
 async def request(stream: tuple[asyncio.StreamReader, asyncio.StreamWriter], path: str) -> str:
@@ -35,9 +38,10 @@ async def request(stream: tuple[asyncio.StreamReader, asyncio.StreamWriter], pat
 
 
 async def round_of_requests(streams: list, path: str) -> Counter[str]:
-    """One request on every connection, at the address's paced rate."""
+    """One request on every connection, spread over POLL_SECONDS (and under the address's
+    limit), as clients that poll every POLL_SECONDS would send them."""
     statuses: Counter[str] = Counter()
-    pause = 1 / (PACE * PER_ADDRESS_LIMIT)
+    pause = max(1 / (PACE * PER_ADDRESS_LIMIT), POLL_SECONDS / max(len(streams), 1))
 
     async def one(stream: tuple) -> None:
         try:
@@ -59,18 +63,21 @@ async def hold(address: str, port: int, connections: int, path: str) -> dict:
         return_exceptions=True,
     )
     streams = [stream for stream in opened if not isinstance(stream, BaseException)]
-    first = await round_of_requests(streams, path)
+    statuses = await round_of_requests(streams, path)
+    rounds = 1
     print("held", flush=True)
-    await asyncio.get_running_loop().run_in_executor(None, sys.stdin.readline)
-    last = await round_of_requests(streams, path)
+    ended = asyncio.ensure_future(asyncio.get_running_loop().run_in_executor(None, sys.stdin.readline))
+    while not ended.done():
+        statuses += await round_of_requests(streams, path)
+        rounds += 1
     for _, writer in streams:
         writer.close()
     return {
         "connections": connections,
         "opened": len(streams),
-        "first": dict(first),
-        "last": dict(last),
-        "errors": connections - len(streams) + sum(n for s, n in [*first.items(), *last.items()] if s != "200"),
+        "rounds": rounds,
+        "statuses": dict(statuses),
+        "errors": connections - len(streams) + sum(n for status, n in statuses.items() if status != "200"),
     }
 
 
