@@ -29,7 +29,7 @@ import subprocess
 import sys
 import time
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager, nullcontext
 from datetime import UTC, datetime
 from pathlib import Path
@@ -263,8 +263,11 @@ def light_paths(
         # which the MongoDB stand-in (SecantusDB) commits one at a time per collection, at about
         # 10 tasks a second here.
         submitting = name == "submit"
-        with stack.workers_paused() if submitting else nullcontext(), CpuProfile(stack.project) as profile:
-            row = wrk(
+        measure(
+            stack,
+            results,
+            name,
+            lambda url=url, headers=headers, body=body, name=name, submitting=submitting: wrk(
                 clients,
                 url,
                 path_name=name,
@@ -273,14 +276,18 @@ def light_paths(
                 headers=headers,
                 body=body,
                 addresses=addresses,
-            ).as_dict()
-        results[name] = {**row, "cpu": profile.result}
+            ).as_dict(),
+            workers_paused=submitting,
+        )
     # The seed's `ab -n 10000 -c 100 /health`: 100 connections from one address, unpaced. It
     # measures nginx's per-address limit (429s); the same load spread over addresses is `health`.
     log("health from one address, 100 connections (the seed's ab)")
     quiet(stack)
-    with CpuProfile(stack.project) as profile:
-        row = wrk(
+    measure(
+        stack,
+        results,
+        "health_one_address",
+        lambda: wrk(
             clients,
             f"http://{at}/health",
             path_name="health_one_address",
@@ -288,9 +295,16 @@ def light_paths(
             connections=10 if args.smoke else 100,
             addresses=range(1),
             paced=False,
-        ).as_dict()
-    results["health_one_address"] = {**row, "cpu": profile.result}
+        ).as_dict(),
+    )
     return idle.result
+
+
+def measure(stack: Stack, results: dict, name: str, run: Callable[[], dict], *, workers_paused: bool = False) -> None:
+    """results[name]: what `run` returns, with the CPU each part used meanwhile."""
+    with stack.workers_paused() if workers_paused else nullcontext(), CpuProfile(stack.project) as profile:
+        row = run()
+    results[name] = {**row, "cpu": profile.result}
 
 
 def probes(stack: Stack, ids: list[str], args: argparse.Namespace, results: dict) -> None:
@@ -303,10 +317,13 @@ def probes(stack: Stack, ids: list[str], args: argparse.Namespace, results: dict
     ):
         log(f"{name}, {threads} threads")
         quiet(stack)
-        paused = stack.workers_paused() if name == "raw_publish" else nullcontext()
-        with paused, CpuProfile(stack.project) as profile:
-            row = probe(stack, what, threads, args.seconds, ids)
-        results[name] = {**row, "cpu": profile.result}
+        measure(
+            stack,
+            results,
+            name,
+            lambda what=what, threads=threads: probe(stack, what, threads, args.seconds, ids),
+            workers_paused=name == "raw_publish",
+        )
 
 
 def held_connections(stack: Stack, clients: ClientNetwork, at: str, args: argparse.Namespace, results: dict) -> dict:
@@ -331,16 +348,19 @@ def held_connections(stack: Stack, clients: ClientNetwork, at: str, args: argpar
         for process in processes:
             if process.stdout.readline().strip() != "held":
                 raise RuntimeError(f"a connection holder failed (exit {process.wait(timeout=30)})")
-        with CpuProfile(stack.project) as profile:
-            row = wrk(
+        measure(
+            stack,
+            results,
+            "health_while_held",
+            lambda: wrk(
                 clients,
                 f"http://{at}/health",
                 path_name="health_while_held",
                 seconds=args.seconds,
                 connections=args.connections,
                 addresses=range(args.clients),
-            ).as_dict()
-        results["health_while_held"] = {**row, "cpu": profile.result}
+            ).as_dict(),
+        )
         held = []
         for process in processes:
             output, _ = process.communicate("end\n", timeout=120)
