@@ -36,6 +36,17 @@ def wait_for_task(api: httpx.Client, task_id: str, timeout: float = 60) -> dict[
     return wait_for(final, timeout=timeout, interval=0.2, what=f"task {task_id} finished")
 
 
+def shed(response: httpx.Response) -> bool:
+    """A 503 the API's admission control answered (app/api/admission.py): a `reason`, a
+    Retry-After, and nothing done, so the same request may be sent again after the delay."""
+    return (
+        response.status_code == 503
+        and "retry-after" in response.headers
+        and response.headers.get("content-type", "").startswith("application/json")
+        and "reason" in response.json()
+    )
+
+
 def healthcheck(stack: Any, role: str, bind: str | None = None) -> subprocess.CompletedProcess:
     """`python -m app.healthcheck ROLE`, as a container runs it, against the test stack."""
     from devstack.servers import REPO_ROOT

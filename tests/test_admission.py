@@ -14,6 +14,7 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import httpx
@@ -118,3 +119,22 @@ def test_a_process_starved_of_cpu_sheds_then_recovers(small_api, stack):
         assert [client.get("/api/items").status_code for _ in range(20)] == [200] * 20
         assert client.get("/health").status_code == 200
     print(f"\nwhile starved: {dict(statuses)}")
+
+
+def test_one_stall_sheds_nothing_and_the_requests_that_waited_through_it_are_served(small_api, stack):
+    """One SIGSTOP of 0.15 s (a neighbour took the CPU for a moment, a long garbage collection),
+    with requests arriving during it: they find the probe overdue when the process runs again,
+    but the stall is over, and they are answered. Only lag that lasts sheds."""
+    pid = worker_pid(small_api)
+    with httpx.Client(base_url=small_api.url, timeout=10) as client:
+        assert client.get("/api/items").status_code == 200  # the lag probe runs from the first request
+        time.sleep(0.5)  # and has measured a quiet loop
+        with ThreadPoolExecutor(2) as pool:  # the fixture's in-flight ceiling is 2
+            os.kill(pid, signal.SIGSTOP)
+            try:
+                waiting = [pool.submit(client.get, "/api/items") for _ in range(2)]
+                time.sleep(0.15)
+            finally:
+                os.kill(pid, signal.SIGCONT)
+            statuses = Counter(f.result().status_code for f in waiting)
+    assert statuses == {200: 2}, statuses
