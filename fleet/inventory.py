@@ -174,6 +174,10 @@ def load(inventory: str, backlog_warn: int = 1000) -> list[Target]:
     if not hostvars:
         raise InventoryError(f"inventory {inventory} has no hosts")
     first_data = (tier_hosts["data"] or [None])[0]
+    # MongoDB runs on the first mongodb_members data nodes (the stack's mongodbMembers), as in
+    # ansible/group_vars: a replica set from three.
+    data = tier_hosts["data"]
+    mongodb_hosts = data[: int(hostvars[data[0]].get("mongodb_members", len(data)))] if data else []
     first_worker = (tier_hosts["workers"] or [None])[0]
     first_lb = (tier_hosts["lb"] or [None])[0]
     api_addresses = [hostvars[h].get("private_ip", hostvars[h].get("ansible_host")) for h in tier_hosts["api"]]
@@ -207,7 +211,8 @@ def load(inventory: str, backlog_warn: int = 1000) -> list[Target]:
                     "beat": name == first_worker,
                     "lock_host": name == first_lb,  # holds the deploy lock (roles/deploy_lock)
                     "state_dir": variables.get("app_state_dir", "/var/lib/microservices"),
-                    "replica_set": "rs0" if len(tier_hosts["data"]) >= 3 else "",
+                    "mongodb_member": name in mongodb_hosts,
+                    "replica_set": "rs0" if len(mongodb_hosts) >= 3 else "",
                     "vhost": variables.get("rabbitmq_vhost", "app"),
                     "backlog_warn": backlog_warn,
                 },

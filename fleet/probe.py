@@ -16,6 +16,7 @@ Input (JSON, first argument):
   api_port              the API's port on its hosts
   queues                the app's task queues, each of which a worker must consume
   primary_data          this data node runs Redis and RabbitMQ
+  mongodb_member        this data node runs MongoDB (the stack's mongodbMembers: the first ones)
   beat                  this worker host runs beat
   replica_set           the MongoDB replica-set name, or ""
   backlog_warn          queue depth that counts as a backlog
@@ -132,7 +133,8 @@ def expected_containers(facts: dict) -> dict[str, str]:
         if facts.get("beat"):
             expected["beat"] = facts["app_image"]
     if "data" in groups:
-        expected["mongodb"] = images.get("mongodb", "")
+        if facts.get("mongodb_member"):
+            expected["mongodb"] = images.get("mongodb", "")
         if facts.get("primary_data"):
             expected["redis"] = images.get("redis", "")
             expected["rabbitmq"] = images.get("rabbitmq", "")
@@ -332,7 +334,8 @@ def plan(facts: dict) -> dict[str, Callable[[dict], Any]]:
         checks["lb:upstreams"] = upstreams
     if "data" in groups:
         checks["data:volume"] = data_volume
-        checks["data:mongodb"] = mongodb
+        if facts.get("mongodb_member"):
+            checks["data:mongodb"] = mongodb
         if facts.get("primary_data"):
             checks["data:redis"] = redis
             checks["data:rabbitmq"] = rabbitmq

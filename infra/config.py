@@ -119,6 +119,9 @@ class StackConfig:
     image_delivery: str | None = None  # registry (pull) or archive (copied from the controller)
     ssh_private_key_file: str | None = None  # the controller's key for this stack's hosts
     ssh_known_hosts_file: str | None = None  # where the controller keeps their host keys
+    # How many data nodes run MongoDB, the first ones: all of them (a replica set from three) unless
+    # the stack says fewer, as the lab does, whose MongoDB stand-in cannot replicate.
+    mongodb_members: int = 1
     backup_retention_days: int = 30  # MongoDB dumps and RabbitMQ definitions in the bucket
     snapshot_retention_count: int = 7  # daily snapshots of each data volume
     tags: dict[str, str] = field(default_factory=dict)
@@ -197,6 +200,25 @@ def _check_counts(
                     f"tiers.{name}.count: {tiers[name].count} host cannot be spread over {len(zones)} zones; "
                     "a production stack needs at least 2"
                 )
+
+
+def _mongodb_members(raw: str | None, data_nodes: int, production: bool, problems: list[str]) -> int:
+    """MongoDB runs on the first `mongodbMembers` data nodes (every one by default)."""
+    if raw is None:
+        return data_nodes
+    if not raw.isdigit() or int(raw) not in DATA_COUNTS or int(raw) > data_nodes:
+        counts = ", ".join(str(c) for c in DATA_COUNTS if c <= data_nodes)
+        problems.append(
+            f"mongodbMembers: {raw!r} cannot be; MongoDB runs on {counts} of the {data_nodes} data node(s) "
+            "(1 is a single server, 3 or more a replica set)"
+        )
+        return data_nodes
+    if production and int(raw) < 3 <= data_nodes:
+        pulumi.log.warn(
+            f"mongodbMembers: {raw}: MongoDB runs on one data node, so losing it stops every write; "
+            f"remove the setting to make the {data_nodes} data nodes a replica set"
+        )
+    return int(raw)
 
 
 def _ip(value: Any, key: str, problems: list[str]) -> str | None:
@@ -426,6 +448,11 @@ def load(config: pulumi.Config | None = None) -> StackConfig:
             continue
         retention[key] = int(value)
 
+    data_nodes = (hosts["tiers"]["data"].count if "data" in hosts.get("tiers", {}) else 0) + len(
+        hosts.get("machines", {}).get("data", [])
+    )
+    mongodb_members = _mongodb_members(config.get("mongodbMembers"), data_nodes, production, problems)
+
     if problems:
         raise ConfigError(f"stack {pulumi.get_stack()!r} is misconfigured:\n  - " + "\n  - ".join(problems))
     return StackConfig(
@@ -443,6 +470,7 @@ def load(config: pulumi.Config | None = None) -> StackConfig:
         image_delivery=image_delivery,
         ssh_private_key_file=ssh_files["sshPrivateKeyFile"],
         ssh_known_hosts_file=ssh_files["sshKnownHostsFile"],
+        mongodb_members=mongodb_members,
         backup_retention_days=retention.get("backupRetentionDays", 30),
         snapshot_retention_count=retention.get("snapshotRetentionCount", 7),
         tags=config.get_object("tags") or {},

@@ -79,7 +79,10 @@ def render(
 
 def stack_vars(config: StackConfig) -> dict[str, Any]:
     """What every provider's stack hands Ansible from its configuration."""
-    variables: dict[str, Any] = {"production": config.production}  # HTTPS only (roles/lb refuses otherwise)
+    variables: dict[str, Any] = {
+        "production": config.production,  # HTTPS only (roles/lb refuses otherwise)
+        "mongodb_members": config.mongodb_members,  # the first data nodes run MongoDB
+    }
     if config.domain:
         variables.update(tls_domain=config.domain, acme_email=config.acme_email)
     if config.acme_directory:

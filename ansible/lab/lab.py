@@ -343,6 +343,8 @@ chmod 440 /etc/sudoers.d/90-cloud-init-users
             "appImage": images["app"],
             "imageDelivery": "registry",
             "images": {service: images[service] for service in IMAGE_VARS},
+            # The MongoDB stand-in cannot replicate: one server, on the first data node.
+            "mongodbMembers": 1,
             "registry": {"server": self.cloud.registry_server, "username": "deploy"},
             "registryPassword": {"secret": settings["registry_password"]},
             "backupStore": {

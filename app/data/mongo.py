@@ -55,7 +55,13 @@ def _client_options(kind: str) -> dict:
         "connectTimeoutMS": min(timeout_ms, 2000),
         "appname": f"{settings.app_name}-{_role}{kind}",
         "tz_aware": True,
+        # What a replica set's failover must not lose: a write is acknowledged once a majority
+        # of members hold it (a new primary has it), a write cut off by the failover is sent
+        # again once to the new primary, and reads see only what the primary has. These win
+        # over the same options in MONGO_URL.
+        "w": "majority",
         "retryWrites": True,
+        "readPreference": "primary",
     }
 
 
