@@ -176,12 +176,14 @@ class RedisServer(Process):
         password: str | None = None,
         admin_password: str | None = None,
         maxmemory: str = "256mb",
+        replica_of: int | None = None,
     ) -> None:
         super().__init__(workdir)
         self.port = port or free_port()
         self.password = password or generate_secret()
         self.admin_password = admin_password or generate_secret()
         self.maxmemory = maxmemory
+        self.replica_of = replica_of  # the port of the primary this server starts as a replica of
 
     def command(self) -> list[str]:
         # The users in a file of the workdir, as compose and Ansible do: no password on the command line.
@@ -191,6 +193,8 @@ class RedisServer(Process):
             "".join(
                 f"user {user} on >{passwords[spec['password']]} {spec['rules']}\n" for user, spec in REDIS_USERS.items()
             )
+            # Whichever server is the primary, the others replicate from it as the operators' user.
+            + f"masteruser default\nmasterauth {self.admin_password}\n"
         )
         users.chmod(0o600)
         options = {
@@ -200,8 +204,14 @@ class RedisServer(Process):
             "dir": str(self.workdir),
             "maxmemory": self.maxmemory,
         }
+        if self.replica_of:
+            options["replicaof"] = f"127.0.0.1 {self.replica_of}"
         flags = [part for key, value in options.items() for part in (f"--{key}", value)]
-        return [shutil.which("redis-server") or "redis-server", str(REDIS_CONF), *flags]
+        # A copy of the shipped file for each start: Sentinel makes a server rewrite its
+        # configuration file (CONFIG REWRITE) when it changes its role.
+        conf = self.workdir / "redis.conf"
+        shutil.copyfile(REDIS_CONF, conf)
+        return [shutil.which("redis-server") or "redis-server", str(conf), *flags]
 
     def url(self, db: int = 0) -> str:
         """The app's URL (its own user)."""
@@ -212,6 +222,49 @@ class RedisServer(Process):
         import redis
 
         return redis.Redis(host="127.0.0.1", port=self.port, db=db, password=self.admin_password, socket_timeout=2)
+
+    def ready(self) -> bool:
+        with self.client() as client:
+            return bool(client.ping())
+
+
+class RedisSentinel(Process):
+    """A Redis Sentinel watching `primary` as `master` (the servers' operators' user), with a
+    password of its own. It rewrites its configuration file as it learns the replicas, the other
+    Sentinels and failovers, so the file lives in its workdir."""
+
+    name = "sentinel"
+
+    def __init__(
+        self, workdir: Path, primary: RedisServer, master: str, password: str, port: int | None = None, quorum: int = 2
+    ) -> None:
+        super().__init__(workdir)
+        self.port = port or free_port()
+        self.primary, self.master, self.password, self.quorum = primary, master, password, quorum
+
+    def command(self) -> list[str]:
+        conf = self.workdir / "sentinel.conf"
+        conf.write_text(
+            f"port {self.port}\nbind 127.0.0.1\ndir {self.workdir}\nrequirepass {self.password}\n"
+            f"sentinel monitor {self.master} 127.0.0.1 {self.primary.port} {self.quorum}\n"
+            f"sentinel auth-user {self.master} default\n"
+            f"sentinel auth-pass {self.master} {self.primary.admin_password}\n"
+            # Quick to decide, for tests: a primary silent for 1 s is down.
+            f"sentinel down-after-milliseconds {self.master} 1000\n"
+            f"sentinel failover-timeout {self.master} 5000\n"
+        )
+        conf.chmod(0o600)
+        return [shutil.which("redis-server") or "redis-server", str(conf), "--sentinel"]
+
+    def client(self):  # noqa: ANN201 - redis.Redis, imported lazily
+        import redis
+
+        return redis.Redis(host="127.0.0.1", port=self.port, password=self.password, socket_timeout=2)
+
+    def primary_port(self) -> int:
+        """The port of the server this Sentinel calls the primary now."""
+        with self.client() as client:
+            return int(client.sentinel_get_master_addr_by_name(self.master)[1])
 
     def ready(self) -> bool:
         with self.client() as client:
@@ -438,11 +491,15 @@ class CeleryWorker(AppProcess):
         return [sys.executable, "-m", *command, "--loglevel", "INFO"]
 
     def ready(self) -> bool:
-        from app.worker.celery_app import celery_app
+        from celery import Celery
 
-        # A fresh connection: a pooled one may be stale after a broker restart.
-        with celery_app.connection_for_write() as connection:
-            return bool(celery_app.control.ping(destination=[self.node], timeout=1.0, connection=connection))
+        # A Celery app of its own for each look: a fresh connection (a pooled one may be stale
+        # after a broker restart) to this worker's broker, which need not be this process's.
+        # Control commands go through the app's write URL, and CELERY_BROKER_URL in this
+        # process's environment would win over a broker given to the app.
+        with Celery(set_as_current=False) as app:
+            app.conf.broker_write_url = self.env["CELERY_BROKER_URL"]
+            return bool(app.control.ping(destination=[self.node], timeout=1.0))
 
 
 class CeleryBeat(AppProcess):

@@ -39,6 +39,8 @@ def test_generated_secrets_are_accepted():
         ({"redis_url": "redis://:changeme@redis:6379/0"}, "REDIS_URL"),
         ({"celery_broker_url": "amqp://guest:guest@rabbitmq:5672//"}, "CELERY_BROKER_URL"),
         ({"celery_result_backend": "redis://redis:6379/1"}, "CELERY_RESULT_BACKEND"),
+        ({"redis_sentinels": "10.0.3.41:26379"}, "REDIS_SENTINEL_PASSWORD"),
+        ({"redis_sentinels": "10.0.3.41:26379", "redis_sentinel_password": "changeme"}, "REDIS_SENTINEL_PASSWORD"),
     ],
 )
 @pytest.mark.parametrize("environment", ["production", "staging"])
@@ -61,6 +63,9 @@ def test_development_only_warns():
         ({"cleanup_crontab": "daily"}, "5-field crontab"),
         ({"cache_ttl_seconds": 1800}, "CACHE_TTL_SECONDS"),
         ({"task_soft_time_limit_seconds": 400}, "TASK_SOFT_TIME_LIMIT_SECONDS"),
+        ({"redis_sentinels": "10.0.3.41"}, r"redis_sentinels\n.*'10.0.3.41' is not host:port"),
+        ({"redis_sentinels": "10.0.3.41:26379,:26379"}, "':26379' is not host:port"),
+        ({"redis_sentinel_master": "app primary"}, "redis_sentinel_master"),
     ],
 )
 def test_inconsistent_settings_are_named(override, message):

@@ -99,6 +99,13 @@ class Settings(BaseSettings):
     cache_timeout_seconds: float = Field(0.25, gt=0, le=5)
     # After a cache failure, skip Redis for this long instead of paying the timeout again.
     cache_retry_after_seconds: float = Field(5.0, ge=0, le=300)
+    # Redis Sentinel (a primary with replicas): the Sentinels, host:port each. Set, every Redis
+    # client (cache, results, beat's lock) asks them for the primary of REDIS_SENTINEL_MASTER and
+    # follows it through a failover; REDIS_URL and CELERY_RESULT_BACKEND still give the user,
+    # password and database, and their host is not used (app/data/redis_servers.py).
+    redis_sentinels: Annotated[list[str], NoDecode] = []
+    redis_sentinel_master: str = Field("app", pattern=r"^[A-Za-z0-9._-]+$")
+    redis_sentinel_password: SecretStr = SecretStr("")
 
     # --- Celery --------------------------------------------------------------------------
     celery_broker_url: str = "amqp://127.0.0.1:5672//"
@@ -148,10 +155,19 @@ class Settings(BaseSettings):
     idempotency_key_ttl_hours: int = Field(24, ge=24, le=24 * 30)
     items_page_max: int = Field(100, ge=1, le=1000)
 
-    @field_validator("api_keys", "callout_allowed_hosts", "callout_allowed_ports", mode="before")
+    @field_validator("api_keys", "callout_allowed_hosts", "callout_allowed_ports", "redis_sentinels", mode="before")
     @classmethod
     def _csv(cls, value: object) -> object:
         return _split_csv(value)
+
+    @field_validator("redis_sentinels")
+    @classmethod
+    def _host_ports(cls, value: list[str]) -> list[str]:
+        for entry in value:
+            host, _, port = entry.rpartition(":")
+            if not host or not port.isdigit() or not 0 < int(port) < 65536:
+                raise ValueError(f"{entry!r} is not host:port (for example 10.0.3.41:26379)")
+        return value
 
     @field_validator("callout_allowed_hosts")
     @classmethod
@@ -208,6 +224,9 @@ class Settings(BaseSettings):
             password = _url_password(getattr(self, name))
             if password is None or is_placeholder(password):
                 problems.append(f"{name.upper()} has no password or a placeholder one")
+        sentinel_password = self.redis_sentinel_password.get_secret_value()
+        if self.redis_sentinels and (not sentinel_password or is_placeholder(sentinel_password)):
+            problems.append("REDIS_SENTINELS is set and REDIS_SENTINEL_PASSWORD is empty or a placeholder")
         return problems
 
     @property

@@ -34,6 +34,7 @@ from tenacity import Retrying, retry_if_exception_type, stop_after_attempt, wait
 
 from app.core import metrics
 from app.core.config import get_settings
+from app.data import redis_servers
 
 log = logging.getLogger(__name__)
 
@@ -86,7 +87,7 @@ def get_client() -> redis.Redis:
     if _client is None:
         with _lock:
             if _client is None:
-                _client = redis.Redis.from_url(get_settings().redis_url, **_client_options(redis.retry.Retry))
+                _client = redis_servers.client(get_settings().redis_url, **_client_options(redis.retry.Retry))
     return _client
 
 
@@ -94,7 +95,7 @@ def get_async_client() -> redis.asyncio.Redis:
     """The process's asyncio client, made on first use, in the event loop that uses it."""
     global _async_client, _async_client_pid
     if _async_client is None or _async_client_pid != os.getpid():
-        _async_client = redis.asyncio.Redis.from_url(
+        _async_client = redis_servers.async_client(
             get_settings().redis_url, **_client_options(redis.asyncio.retry.Retry)
         )
         _async_client_pid = os.getpid()

@@ -16,13 +16,13 @@ import logging
 
 import redis
 from celery import Celery, signals
-from celery.backends.redis import RedisBackend
+from celery.backends.redis import RedisBackend, SentinelBackend
 from celery.schedules import crontab
 from kombu import Exchange, Queue
 
 from app.core.config import Settings, get_settings
 from app.core.logging import configure_logging
-from app.data import mongo
+from app.data import mongo, redis_servers
 
 log = logging.getLogger(__name__)
 
@@ -42,7 +42,7 @@ CLEANUP = "app.tasks.cleanup"
 RECORD_OUTCOME = "app.tasks.record_outcome"
 
 
-class LiveStateBackend(RedisBackend):
+class LiveState:
     """Celery's results in Redis, as the live view of tasks (state, progress, result) only.
 
     A task's outcome is recorded in MongoDB first (app/worker/tasks.py), so a write here that cannot
@@ -63,6 +63,14 @@ class LiveStateBackend(RedisBackend):
         except (redis.ConnectionError, redis.TimeoutError) as exc:
             log.warning("cannot store the live state %s in Redis (%s); the task record keeps the outcome", state, exc)
             return result
+
+
+class LiveStateBackend(LiveState, RedisBackend):
+    """The live view in one Redis server."""
+
+
+class LiveStateSentinelBackend(LiveState, SentinelBackend):
+    """The live view in the primary that Redis Sentinel names (REDIS_SENTINELS)."""
 
 
 def queue_arguments(settings: Settings) -> dict[str, object]:
@@ -103,9 +111,13 @@ def _crontab(expression: str) -> crontab:
 def create_celery() -> Celery:
     settings = get_settings()
     app = Celery(settings.app_name, broker=settings.celery_broker_url, include=["app.worker.tasks"])
-    # Redis at CELERY_RESULT_BACKEND, through LiveStateBackend ("class+url"; a backend_cls,
-    # since Celery would otherwise take the bare URL from the environment variable).
-    app.backend_cls = f"app.worker.celery_app:LiveStateBackend+{settings.celery_result_backend}"
+    # Redis at CELERY_RESULT_BACKEND, or the Sentinels' primary, through a live-state backend
+    # ("class+url"; a backend_cls, since Celery would otherwise take the bare URL from the
+    # environment variable).
+    results_url, results_options = redis_servers.result_backend(settings)
+    backend = "LiveStateSentinelBackend" if settings.redis_sentinels else "LiveStateBackend"
+    app.backend_cls = f"app.worker.celery_app:{backend}+{results_url}"
+    redbeat_url, redbeat_options = redis_servers.redbeat(settings)
     # A topic exchange: RabbitMQ's native delayed delivery (countdowns on quorum queues) needs
     # one; routing keys are the queue names.
     exchange = Exchange("tasks", type="topic", durable=True)
@@ -149,7 +161,7 @@ def create_celery() -> Celery:
         task_track_started=True,
         # Results: Redis, one hour; the task record in MongoDB keeps the outcome longer.
         result_expires=settings.result_ttl_seconds,
-        result_backend_transport_options={"retry_policy": {"max_retries": 0}},
+        result_backend_transport_options={"retry_policy": {"max_retries": 0}, **results_options},
         redis_socket_connect_timeout=settings.broker_timeout_seconds,
         redis_socket_timeout=settings.broker_timeout_seconds,
         redis_retry_on_timeout=False,
@@ -157,12 +169,9 @@ def create_celery() -> Celery:
         # instance waits as a standby instead of sending every periodic task twice
         # (app.worker.beat: the same, riding out a Redis outage).
         beat_scheduler="app.worker.beat:ResilientRedBeatScheduler",
-        redbeat_redis_url=settings.celery_result_backend,
         # Bounded calls, so a tick during a network partition fails (and is retried) rather than hangs.
-        redbeat_redis_options={
-            "socket_connect_timeout": settings.broker_timeout_seconds,
-            "socket_timeout": settings.broker_timeout_seconds,
-        },
+        redbeat_redis_url=redbeat_url,
+        redbeat_redis_options=redbeat_options,
         redbeat_lock_timeout=settings.beat_lock_timeout_seconds,
         beat_max_loop_interval=min(30, settings.beat_lock_timeout_seconds // 2),
         beat_schedule={
