@@ -297,11 +297,25 @@ class RabbitMQServer(Process):
         self.admin_password = admin_password or generate_secret()
         self.vhost = vhost
         self.nodename = f"devstack{self.port}@localhost"
+        # A cluster's nodes share an Erlang cookie, and a node that starts empty joins the ones
+        # listed (RabbitMQ's classic_config peer discovery) instead of forming its own cluster.
+        self.cookie: str | None = None
+        self.cluster_nodes: list[str] = []
 
     def environment(self) -> dict[str, str]:
         config = self.workdir / "rabbitmq.conf"
+        cookie = self.workdir / ".erlang.cookie"
+        if self.cookie and not cookie.exists():
+            cookie.write_text(self.cookie)
+            cookie.chmod(0o400)
+        discovery = "".join(
+            f"cluster_formation.classic_config.nodes.{index} = {node}\n"
+            for index, node in enumerate(self.cluster_nodes, start=1)
+        )
+        if discovery:
+            discovery = "cluster_formation.peer_discovery_backend = classic_config\n" + discovery
         config.write_text(
-            f"listeners.tcp.default = 127.0.0.1:{self.port}\n"
+            discovery + f"listeners.tcp.default = 127.0.0.1:{self.port}\n"
             f"management.tcp.ip = 127.0.0.1\n"
             f"management.tcp.port = {self.management_port}\n"
             f"default_user = {self.admin_user}\n"

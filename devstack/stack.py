@@ -57,9 +57,19 @@ class Stack:
         self.mongo_db = mongo_db
         self.api_key = passwords.get("api_key") or secrets.token_urlsafe(32)
         self.settings = settings or {}
-        self.api = ApiServer(root / "api", self.env, port=ports.get("api"), workers=api_workers)
+        self._api_port, self._api_workers = ports.get("api"), api_workers
         self.workers: list[CeleryWorker] = []
-        self.beat = CeleryBeat(root / "beat", self.env)
+        self._make_app()
+
+    def _make_app(self) -> None:
+        self.api = ApiServer(self.root / "api", self.env, port=self._api_port, workers=self._api_workers)
+        self.beat = CeleryBeat(self.root / "beat", self.env)
+
+    def configure(self, settings: dict[str, str]) -> None:
+        """Change the app's settings before its processes start (the servers' addresses, once
+        they are known: a Redis with Sentinels, a RabbitMQ cluster)."""
+        self.settings |= settings
+        self._make_app()
 
     @property
     def env(self) -> dict[str, str]:

@@ -72,23 +72,23 @@ def sentinel_stack(stack, tmp_path_factory) -> Iterator[tuple[Stack, RedisGroup]
     """A stack of its own (its own broker, so that its tasks meet only its worker), on the shared
     MongoDB, whose Redis clients find the primary through the Sentinels alone."""
     root = tmp_path_factory.mktemp("sentinel")
-    own = Stack(root, mongo_url=stack.mongo_url, mongo_db=stack.mongo_db, settings={**stack.settings})
+    own = Stack(root, mongo_url=stack.mongo_url, mongo_db=stack.mongo_db, settings={**stack.settings}, api_workers=1)
     group = RedisGroup(root, own.redis)
     password = own.redis.password
-    own.settings |= {
-        "REDIS_SENTINELS": ",".join(f"127.0.0.1:{s.port}" for s in group.sentinels),
-        "REDIS_SENTINEL_MASTER": MASTER,
-        "REDIS_SENTINEL_PASSWORD": group.password,
-        # The host is Sentinel's to give: a name that resolves nowhere proves nothing uses it.
-        "REDIS_URL": f"redis://app:{password}@redis-primary.invalid/0",
-        "CELERY_RESULT_BACKEND": f"redis://app:{password}@redis-primary.invalid/1",
-        "BEAT_LOCK_TIMEOUT_SECONDS": "6",  # beat renews its lock every 3 s
-    }
+    own.configure(
+        {
+            "REDIS_SENTINELS": ",".join(f"127.0.0.1:{s.port}" for s in group.sentinels),
+            "REDIS_SENTINEL_MASTER": MASTER,
+            "REDIS_SENTINEL_PASSWORD": group.password,
+            # The host is Sentinel's to give: a name that resolves nowhere proves nothing uses it.
+            "REDIS_URL": f"redis://app:{password}@redis-primary.invalid/0",
+            "CELERY_RESULT_BACKEND": f"redis://app:{password}@redis-primary.invalid/1",
+            "BEAT_LOCK_TIMEOUT_SECONDS": "6",  # beat renews its lock every 3 s
+        }
+    )
     try:
         own.start_services()
         group.start()
-        own.api = type(own.api)(root / "api", own.env, workers=1)
-        own.beat = type(own.beat)(root / "beat", own.env)
         own.add_worker("sentinel-worker")
         own.start_app()
         yield own, group

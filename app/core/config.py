@@ -108,6 +108,8 @@ class Settings(BaseSettings):
     redis_sentinel_password: SecretStr = SecretStr("")
 
     # --- Celery --------------------------------------------------------------------------
+    # One URL, or one per node of a RabbitMQ cluster separated by `;`: the API, workers and beat
+    # go to the next node when theirs is lost (kombu's failover).
     celery_broker_url: str = "amqp://127.0.0.1:5672//"
     celery_result_backend: str = "redis://127.0.0.1:6379/1"
     # Quorum queues are replicated on a RabbitMQ cluster (and work on a single node too).
@@ -221,8 +223,9 @@ class Settings(BaseSettings):
                 problems.append(f"API_KEYS holds a key shorter than {MIN_API_KEY_LENGTH} characters or a placeholder")
                 break
         for name in ("mongo_url", "redis_url", "celery_broker_url", "celery_result_backend"):
-            password = _url_password(getattr(self, name))
-            if password is None or is_placeholder(password):
+            # A RabbitMQ cluster's broker URL is one URL per node, separated by `;`.
+            passwords = [_url_password(url) for url in getattr(self, name).split(";")]
+            if any(password is None or is_placeholder(password) for password in passwords):
                 problems.append(f"{name.upper()} has no password or a placeholder one")
         sentinel_password = self.redis_sentinel_password.get_secret_value()
         if self.redis_sentinels and (not sentinel_password or is_placeholder(sentinel_password)):

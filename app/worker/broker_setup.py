@@ -27,8 +27,9 @@ class SetupError(Exception):
 
 
 def app_account(broker_url: str) -> tuple[str, str, str]:
-    """(user, password, vhost) of an amqp:// URL; the vhost is the path (`/` when empty)."""
-    parts = urlsplit(broker_url)
+    """(user, password, vhost) of an amqp:// URL, the first of a cluster's (URLs separated by
+    `;`); the vhost is the path (`/` when empty)."""
+    parts = urlsplit(broker_url.split(";")[0])
     if parts.scheme not in ("amqp", "amqps") or not parts.username or not parts.password:
         raise SetupError("CELERY_BROKER_URL must look like amqp://USER:PASSWORD@HOST:5672/VHOST")
     vhost = unquote(parts.path[1:]) or "/"

@@ -1,0 +1,163 @@
+"""A RabbitMQ cluster of three real nodes (one Erlang cookie, classic_config peer discovery), with
+an API, a worker and beat of their own whose CELERY_BROKER_URL names every node. The task queues
+are quorum queues with a member on each node. The node that leads the heavy queue is SIGKILLed
+under a steady load of keyed submits: every submit answered 202 runs to SUCCESS, the only other
+answers are 503s naming rabbitmq (sent again with their key, as a careful client does), and the
+node, started again, is back in the cluster and in every queue without an operator."""
+
+from __future__ import annotations
+
+import secrets
+import threading
+import time
+import uuid
+from collections import Counter
+from collections.abc import Iterator
+
+import httpx
+import pytest
+from helpers import wait_for, wait_for_task
+
+from devstack.servers import RabbitMQServer
+from devstack.stack import Stack
+from topology.app import WORKER_QUEUES
+
+
+class Cluster:
+    def __init__(self, nodes: list[RabbitMQServer]) -> None:
+        self.nodes = nodes
+        cookie = secrets.token_hex(16)
+        for node in nodes:
+            node.cookie = cookie
+            node.cluster_nodes = [n.nodename for n in nodes]
+
+    def start(self) -> None:
+        self.nodes[0].start()  # the others find it and join
+        for node in self.nodes[1:]:
+            node.start(wait=False)
+        for node in self.nodes[1:]:
+            node.wait_ready()
+        wait_for(lambda: len(self.running()) == 3, timeout=60, interval=1, what="three running nodes")
+
+    def running(self) -> list[str]:
+        up = next(node for node in self.nodes if node.running)
+        with httpx.Client(base_url=up.management_url, auth=(up.admin_user, up.admin_password), timeout=5) as api:
+            return sorted(n["name"] for n in api.get("/api/nodes").json() if n.get("running"))
+
+    def queue(self, name: str) -> dict:
+        up = next(node for node in self.nodes if node.running)
+        with httpx.Client(base_url=up.management_url, auth=(up.admin_user, up.admin_password), timeout=5) as api:
+            return api.get(f"/api/queues/{up.vhost}/{name}").json()
+
+    def whole(self) -> bool:
+        """Every node runs, and every task queue has a member online on each."""
+        names = sorted(node.nodename for node in self.nodes)
+        return self.running() == names and all(sorted(self.queue(q).get("online", [])) == names for q in WORKER_QUEUES)
+
+    def stop(self) -> None:
+        for node in self.nodes[1:]:
+            node.stop()
+
+
+@pytest.fixture(scope="module")
+def clustered(stack, tmp_path_factory) -> Iterator[tuple[Stack, Cluster]]:
+    root = tmp_path_factory.mktemp("rabbitmq-cluster")
+    own = Stack(root, mongo_url=stack.mongo_url, mongo_db=stack.mongo_db, settings={**stack.settings}, api_workers=1)
+    first = own.rabbitmq
+    others = [
+        RabbitMQServer(root / f"rabbit{i}", password=first.password, admin_password=first.admin_password)
+        for i in (2, 3)
+    ]
+    cluster = Cluster([first, *others])
+    try:
+        own.redis.start()
+        cluster.start()
+        own.configure({"CELERY_BROKER_URL": ";".join(node.url() for node in cluster.nodes)})
+        own.add_worker("cluster-worker")
+        own.start_app()
+        yield own, cluster
+    finally:
+        own.stop()
+        cluster.stop()
+
+
+class KeyedSubmits:
+    """Keyed submits, ~10 a second until stopped, each sent again after a 503 or no answer until it
+    is accepted (for at most 60 s); counts what came back."""
+
+    def __init__(self, url: str, api_key: str) -> None:
+        self.url, self.headers = url, {"X-API-Key": api_key}
+        self.accepted: list[str] = []
+        self.answers: Counter[str] = Counter()
+        self.failing: list[float] = []  # when an attempt was not accepted
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run)
+
+    def _run(self) -> None:
+        with httpx.Client(base_url=self.url, headers=self.headers, timeout=10) as client:
+            for index in range(1000):
+                if self._stop.is_set():
+                    return
+                key = str(uuid.uuid4())
+                deadline = time.monotonic() + 60
+                while time.monotonic() < deadline:
+                    try:
+                        response = client.post(
+                            "/api/async/process",
+                            json={"data": f"cluster-{index}", "iterations": 1},
+                            headers={"Idempotency-Key": key},
+                        )
+                    except httpx.HTTPError as exc:
+                        self.answers[type(exc).__name__] += 1
+                        self.failing.append(time.monotonic())
+                        time.sleep(0.2)
+                        continue
+                    body = response.json()
+                    self.answers[f"{response.status_code} {body.get('dependency', '')}".strip()] += 1
+                    if response.status_code == 202:
+                        self.accepted.append(body["task_id"])
+                        break
+                    self.failing.append(time.monotonic())
+                    time.sleep(0.2)
+                time.sleep(0.1)
+
+    def __enter__(self) -> KeyedSubmits:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join(90)
+
+
+def test_losing_the_node_that_leads_the_queues_loses_no_task(clustered):
+    own, cluster = clustered
+    with httpx.Client(base_url=own.api.url, headers={"X-API-Key": own.api_key}, timeout=10) as api:
+        first = api.post("/api/async/process", json={"data": "before", "iterations": 1}).json()["task_id"]
+        assert wait_for_task(api, first)["state"] == "SUCCESS"
+    names = sorted(node.nodename for node in cluster.nodes)
+    for queue in WORKER_QUEUES:
+        info = cluster.queue(queue)
+        assert info["type"] == "quorum" and sorted(info["members"]) == names, info
+    leader = cluster.queue("heavy")["leader"]
+    lost = next(node for node in cluster.nodes if node.nodename == leader)
+
+    with KeyedSubmits(own.api.url, own.api_key) as load:
+        time.sleep(3)
+        killed = time.monotonic()
+        lost.kill()
+        time.sleep(10)
+        lost.start()
+        wait_for(cluster.whole, timeout=90, interval=1, what="the node back in the cluster and every queue")
+        whole_after = time.monotonic() - killed
+        time.sleep(3)
+    assert set(load.answers) <= {"202", "503 rabbitmq"}, load.answers
+    assert len(load.accepted) > 50, load.answers
+    with httpx.Client(base_url=own.api.url, headers={"X-API-Key": own.api_key}, timeout=10) as api:
+        states = Counter(wait_for_task(api, task, timeout=120)["state"] for task in load.accepted)
+    assert states == {"SUCCESS": len(load.accepted)}, states
+    errors = max(load.failing) - min(load.failing) if load.failing else 0.0
+    print(
+        f"\nkilled {leader}: {len(load.accepted)} submits accepted, all SUCCESS; answers {dict(load.answers)};"
+        f" errors over {errors:.1f}s; cluster whole again {whole_after:.0f}s after the kill"
+    )
