@@ -177,10 +177,9 @@ def _check_counts(
     def where(name: str) -> str:
         return f"{key}.{name}.count" if key == "tiers" else f"{key}.{name}"
 
-    for name, fixed in (("lb", 1), ("bastion", 1)):
-        if name in tiers and tiers[name].count != fixed:
-            problems.append(f"{where(name)}: must be {fixed}, got {tiers[name].count}")
-    for name in ("api", "workers"):
+    if "bastion" in tiers and tiers["bastion"].count != 1:
+        problems.append(f"{where('bastion')}: must be 1, got {tiers['bastion'].count}")
+    for name in ("lb", "api", "workers"):
         if name in tiers and tiers[name].count < 1:
             problems.append(f"{where(name)}: at least one {name} host is needed, got {tiers[name].count}")
     if "data" in tiers and tiers["data"].count not in DATA_COUNTS:
@@ -448,10 +447,16 @@ def load(config: pulumi.Config | None = None) -> StackConfig:
             continue
         retention[key] = int(value)
 
-    data_nodes = (hosts["tiers"]["data"].count if "data" in hosts.get("tiers", {}) else 0) + len(
-        hosts.get("machines", {}).get("data", [])
-    )
-    mongodb_members = _mongodb_members(config.get("mongodbMembers"), data_nodes, production, problems)
+    def count(tier: str) -> int:
+        sized = hosts.get("tiers", {}).get(tier)
+        return (sized.count if sized else 0) + len(hosts.get("machines", {}).get(tier, []))
+
+    mongodb_members = _mongodb_members(config.get("mongodbMembers"), count("data"), production, problems)
+    if domain and count("lb") > 1:
+        problems.append(
+            f"domain: certbot gets the certificate on one load balancer, and this stack has {count('lb')}; "
+            "give Ansible the certificate instead (fleet_tls_cert_file, fleet_tls_key_file), or use one"
+        )
 
     if problems:
         raise ConfigError(f"stack {pulumi.get_stack()!r} is misconfigured:\n  - " + "\n  - ".join(problems))

@@ -32,6 +32,8 @@ def run() -> None:
         },
     )
     pulumi.export("lb_public_ip", deployment.lb_public_ip)
+    if deployment.front_door is not None:
+        pulumi.export("front_door", deployment.front_door)
     pulumi.export("bastion_public_ip", deployment.bastion_public_ip)
     pulumi.export("ssh_user", config.ssh_user)
     pulumi.export("app_image", deployment.app_image)

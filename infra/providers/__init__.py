@@ -28,11 +28,13 @@ class Deployment:
     """What every provider hands back: hosts per tier, the public entry points and the image."""
 
     hosts: dict[str, list[Host]]
-    lb_public_ip: pulumi.Output[str]
+    lb_public_ip: pulumi.Output[str]  # where clients connect: a load balancer's, or the front door's first
     bastion_public_ip: pulumi.Output[str]
     app_image: pulumi.Output[str]
     # Provider-specific variables for Ansible: the registry and how to log in to it, the backup target.
     inventory_vars: dict[str, pulumi.Input] = field(default_factory=dict)
+    # A network load balancer in front of several load balancer hosts: {dns_name, addresses}.
+    front_door: dict[str, pulumi.Input] | None = None
 
 
 # Each module has `deploy(config: StackConfig) -> Deployment` (infra.program calls it).

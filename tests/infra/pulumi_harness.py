@@ -62,6 +62,8 @@ class Recorder(pulumi.runtime.Mocks):
             outputs["repoDigest"] = outputs["imageName"].split(":")[0] + "@sha256:" + "ab" * 32
         elif args.typ == "aws:ec2/keyPair:KeyPair":
             outputs["keyName"] = f"{args.name}-key"
+        elif args.typ == "aws:lb/loadBalancer:LoadBalancer":
+            outputs["dnsName"] = f"{args.inputs['name']}-0123456789.elb.eu-central-1.amazonaws.com"
         if args.typ.startswith("aws:"):
             outputs.setdefault("arn", f"arn:aws:{args.typ.split(':')[1].split('/')[0]}:::{args.name}")
             outputs.setdefault("name", args.name)

@@ -90,6 +90,7 @@ class Tier(pulumi.ComponentResource):
         subnets = network.public_subnets if tier.public else network.private_subnets
         child = pulumi.ResourceOptions(parent=self)
         self.hosts: list[Host] = []
+        self.instances: list[aws.ec2.Instance] = []
         for number in range(1, size.count + 1):
             zone = config.zones[(number - 1) % len(config.zones)]
             # A host starts once its subnet routes out (cloud-init's package update needs it).
@@ -124,6 +125,7 @@ class Tier(pulumi.ComponentResource):
                 tags=tags,
                 opts=instance_opts,
             )
+            self.instances.append(instance)
             public_ip = None
             if tier.public:
                 # An Elastic IP keeps the public address across stops and replacements.
