@@ -146,7 +146,7 @@ def test_losing_the_node_that_leads_the_queues_loses_no_task(clustered):
         time.sleep(3)
         killed = time.monotonic()
         lost.kill()
-        time.sleep(10)
+        time.sleep(6)
         lost.start()
         wait_for(cluster.whole, timeout=90, interval=1, what="the node back in the cluster and every queue")
         whole_after = time.monotonic() - killed
