@@ -119,8 +119,8 @@ class StackConfig:
     image_delivery: str | None = None  # registry (pull) or archive (copied from the controller)
     ssh_private_key_file: str | None = None  # the controller's key for this stack's hosts
     ssh_known_hosts_file: str | None = None  # where the controller keeps their host keys
-    # How many data nodes run MongoDB, the first ones: all of them (a replica set from three) unless
-    # the stack says fewer, as the lab does, whose MongoDB stand-in cannot replicate.
+    # How many data nodes run MongoDB, the first ones: load() gives all of them (a replica set from
+    # three) unless the stack's mongodbMembers says fewer.
     mongodb_members: int = 1
     backup_retention_days: int = 30  # MongoDB dumps and RabbitMQ definitions in the bucket
     snapshot_retention_count: int = 7  # daily snapshots of each data volume
@@ -455,7 +455,7 @@ def load(config: pulumi.Config | None = None) -> StackConfig:
     if domain and count("lb") > 1:
         problems.append(
             f"domain: certbot gets the certificate on one load balancer, and this stack has {count('lb')}; "
-            "give Ansible the certificate instead (fleet_tls_cert_file, fleet_tls_key_file), or use one"
+            "give Ansible the certificate instead (tls_cert_file, tls_key_file), or use one"
         )
 
     if problems:

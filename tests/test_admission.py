@@ -122,7 +122,7 @@ def test_a_process_starved_of_cpu_sheds_then_recovers(small_api, stack):
 
 
 def test_one_stall_sheds_nothing_and_the_requests_that_waited_through_it_are_served(small_api, stack):
-    """One SIGSTOP of 0.15 s (a neighbour took the CPU for a moment, a long garbage collection),
+    """One SIGSTOP of 0.1 s (a neighbour took the CPU for a moment, a long garbage collection),
     with requests arriving during it: they find the probe overdue when the process runs again,
     but the stall is over, and they are answered. Only lag that lasts sheds."""
     pid = worker_pid(small_api)
@@ -133,7 +133,7 @@ def test_one_stall_sheds_nothing_and_the_requests_that_waited_through_it_are_ser
             os.kill(pid, signal.SIGSTOP)
             try:
                 waiting = [pool.submit(client.get, "/api/items") for _ in range(2)]
-                time.sleep(0.15)
+                time.sleep(0.1)
             finally:
                 os.kill(pid, signal.SIGCONT)
             statuses = Counter(f.result().status_code for f in waiting)

@@ -9,7 +9,8 @@ Each process decides from two measures of its own (not a machine-wide figure, wh
 shared host would skew):
 - **event-loop lag**: how late a timer wakes, smoothed over about half a second. It grows
   when the process cannot get the CPU or the GIL for its requests, which is the queueing a
-  caller would meet. One late wake-up (a garbage collection, a busy neighbour) does not shed.
+  caller would meet. One late wake-up (a garbage collection, a busy neighbour) does not shed
+  unless it is over five times the bound (each sample weighs a fifth).
 - **requests in flight**: a hard ceiling for the case where the CPU is idle but requests pile
   up waiting (a slow dependency), so the process never holds more than it can finish.
 

@@ -63,7 +63,7 @@ class Recorder(pulumi.runtime.Mocks):
         elif args.typ == "aws:ec2/keyPair:KeyPair":
             outputs["keyName"] = f"{args.name}-key"
         elif args.typ == "aws:lb/loadBalancer:LoadBalancer":
-            outputs["dnsName"] = f"{args.inputs['name']}-0123456789.elb.eu-central-1.amazonaws.com"
+            outputs["dnsName"] = f"{args.name}-0123456789.elb.eu-central-1.amazonaws.com"
         if args.typ.startswith("aws:"):
             outputs.setdefault("arn", f"arn:aws:{args.typ.split(':')[1].split('/')[0]}:::{args.name}")
             outputs.setdefault("name", args.name)

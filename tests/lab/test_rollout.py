@@ -24,7 +24,8 @@ class SteadyLoad:
     counts failures. A user request, not /health/ready: readiness answers 503 whenever a
     dependency check takes over a second, which a CPU-starved lab does now and then whatever
     the deploy does. It is the client the API documents: a read shed for overload (503 with a
-    `reason` and Retry-After, nothing done) is sent again after the delay, and counted apart;
+    `reason` and Retry-After, nothing done) is sent again after the delay, and counted apart (at
+    most 1 % may be);
     the lab's hosts share two CPUs, so a host starting containers slows its neighbours."""
 
     def __init__(self, lab: Lab) -> None:
@@ -161,7 +162,7 @@ def test_rolling_deploy_loses_no_request_and_a_second_deploy_meanwhile_is_refuse
     assert deploy_lock(converged) is None, "the deploy did not give its lock back"
     assert load.served > 100
     assert not load.failures, f"{len(load.failures)} of {load.served} requests failed: {load.failures[:5]}"
-    assert load.sent_again <= load.served // 20, f"{load.sent_again} of {load.served} reads were shed"
+    assert load.sent_again <= load.served // 100, f"{load.sent_again} of {load.served} reads were shed"
     versions = versions_by_host(converged)
     assert set(versions) == {h["name"] for h in converged.hosts("api")}
     assert all(v == {NEW_VERSION} for v in versions.values()), versions
@@ -202,7 +203,7 @@ def test_a_broken_image_stops_at_the_first_host_and_is_rolled_back(converged: La
     assert f"runs {before} again" in run.output
     assert set(failed_hosts(run)) == {first_api}  # stopped there: no other host was touched
     assert not load.failures, f"{len(load.failures)} of {load.served} requests failed: {load.failures[:5]}"
-    assert load.sent_again <= load.served // 20, f"{load.sent_again} of {load.served} reads were shed"
+    assert load.sent_again <= load.served // 100, f"{load.sent_again} of {load.served} reads were shed"
     assert versions_by_host(converged) == running
     assert deploy_lock(converged) is None, "the failed deploy kept its lock"
 

@@ -16,15 +16,16 @@ from infra.config import StackConfig
 from infra.providers.aws.network import Network
 from topology import PORTS
 
-# nginx answers /health on port 80 itself (a redirect to HTTPS once TLS is on, which counts too):
-# what is checked is that nginx runs, whatever the API behind it does (nginx has its own
-# upstream checks). Port 443 is checked by a TCP connection: nginx listens there only with TLS.
+# /health on port 80: with TLS on, nginx answers it itself (a redirect to HTTPS, which counts);
+# without, nginx passes it to an API replica, and every load balancer host has the same ones.
+# Port 443 is checked by a TCP connection: nginx listens there only with TLS.
 HEALTH_PATH = "/health"
 HEALTHY_CODES = "200-399"
 CHECK_SECONDS = 10
 # Two failed checks take a host out (about 20 s), two good ones bring it back.
 THRESHOLD = 2
-# How long a host taken out keeps its open connections (nginx's own keep-alive is shorter).
+# How long a host taken out keeps its open connections: as long as nginx keeps an idle one
+# (keepalive_timeout), so a client's kept-alive connection ends on nginx's terms.
 DRAIN_SECONDS = 30
 
 
@@ -47,8 +48,7 @@ class FrontDoor(pulumi.ComponentResource):
             for zone in config.zones
         ]
         self.balancer = aws.lb.LoadBalancer(
-            name,
-            name=f"{config.stack}-front"[:32],
+            name,  # named by Pulumi (a random suffix), so that a replacement can be made before the old goes
             load_balancer_type="network",
             internal=False,
             enable_cross_zone_load_balancing=True,
