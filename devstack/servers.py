@@ -30,10 +30,23 @@ class ServerError(RuntimeError):
     pass
 
 
+# Below the kernel's ephemeral range (net.ipv4.ip_local_port_range, 32768-60999 by default): a
+# port chosen there can be taken as the local port of any outgoing connection before the server
+# that was given it starts listening (seconds later, for a RabbitMQ node that joins a cluster).
+FREE_PORTS = range(20000, 32768)
+
+
 def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+    """A port nothing listens on now, outside the ephemeral range."""
+    for _ in range(200):
+        port = secrets.choice(FREE_PORTS)
+        with socket.socket() as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise ServerError(f"no free port in {FREE_PORTS.start}-{FREE_PORTS.stop - 1} after 200 tries")
 
 
 def port_open(port: int, host: str = "127.0.0.1") -> bool:

@@ -13,6 +13,7 @@ the hosts provider creates none, so its outputs are those `pulumi up` would give
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import os
 import secrets
@@ -29,11 +30,21 @@ from pulumi.runtime.mocks import MockCallArgs, MockResourceArgs
 PROJECT = "microservices"
 
 
+def _event_loop() -> None:
+    """Pulumi's mocks run on the thread's current event loop. A process that ran asyncio.run()
+    before (a test runner, in its earlier tests) has none left: asyncio.run() unsets it."""
+    try:
+        asyncio.get_event_loop()
+    except RuntimeError:
+        asyncio.set_event_loop(asyncio.new_event_loop())
+
+
 def run(stack: str, config: dict[str, Any], mocks: pulumi.runtime.Mocks, secret_keys: list[str] | None = None):
     """Run infra.program under `mocks`; (outputs, the names of the secret ones)."""
     from infra import program
 
     settings.set_root_resource(None)
+    _event_loop()
     pulumi.runtime.set_mocks(mocks, project=PROJECT, stack=stack, preview=False)
     # Pulumi hands structured values to programs as JSON strings.
     pulumi.runtime.set_all_config(
