@@ -7,6 +7,7 @@ RabbitMQ come from Debian packages; the MongoDB-protocol server is SecantusDB fr
 
 from __future__ import annotations
 
+import itertools
 import os
 import secrets
 import shutil
@@ -36,10 +37,17 @@ class ServerError(RuntimeError):
 FREE_PORTS = range(20000, 32768)
 
 
+# Handed out in turn from a random start, not drawn at random each time: the servers of a stack
+# are given their ports before any of them listens, and two random draws from this range met
+# about once a CI run (a gunicorn found its port taken by a sibling). A process walks its own
+# stretch of the range; parallel test processes start at other points of it.
+_next_port = itertools.count(secrets.randbelow(len(FREE_PORTS)))
+
+
 def free_port() -> int:
-    """A port nothing listens on now, outside the ephemeral range."""
+    """A port nothing listens on now, outside the ephemeral range, not handed out lately."""
     for _ in range(200):
-        port = secrets.choice(FREE_PORTS)
+        port = FREE_PORTS[next(_next_port) % len(FREE_PORTS)]
         with socket.socket() as sock:
             try:
                 sock.bind(("127.0.0.1", port))

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from fleet import QUIET_LIBRARIES
-from topology import API_PORT, TIERS
+from topology import API_PORT, TIERS, mongodb_replica_set
 from topology.app import WORKER_QUEUES
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -175,7 +175,7 @@ def load(inventory: str, backlog_warn: int = 1000) -> list[Target]:
         raise InventoryError(f"inventory {inventory} has no hosts")
     first_data = (tier_hosts["data"] or [None])[0]
     # MongoDB runs on the first mongodb_members data nodes (the stack's mongodbMembers), as in
-    # ansible/group_vars: a replica set from three.
+    # ansible/group_vars.
     data = tier_hosts["data"]
     mongodb_hosts = data[: int(hostvars[data[0]].get("mongodb_members", len(data)))] if data else []
     first_worker = (tier_hosts["workers"] or [None])[0]
@@ -212,7 +212,7 @@ def load(inventory: str, backlog_warn: int = 1000) -> list[Target]:
                     "lock_host": name == first_lb,  # holds the deploy lock (roles/deploy_lock)
                     "state_dir": variables.get("app_state_dir", "/var/lib/microservices"),
                     "mongodb_member": name in mongodb_hosts,
-                    "replica_set": "rs0" if len(mongodb_hosts) >= 3 else "",
+                    "replica_set": mongodb_replica_set(len(mongodb_hosts)),
                     "vhost": variables.get("rabbitmq_vhost", "app"),
                     "backlog_warn": backlog_warn,
                 },

@@ -47,6 +47,21 @@ def shed(response: httpx.Response) -> bool:
     )
 
 
+def until_final(send: Callable[[], httpx.Response | None], seconds: float) -> httpx.Response | None:
+    """Call `send` (a request with an Idempotency-Key, so sending it again is safe) until its answer
+    is final, as a careful client does: again after no answer (None), a 503, or an answer with a
+    Retry-After (a 409: the first attempt still runs), waiting as that says (at most 5 s). None if
+    no final answer came within `seconds`."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        response = send()
+        if response is not None and response.status_code != 503 and "retry-after" not in response.headers:
+            return response
+        wait = float(response.headers.get("retry-after", 0.5)) if response is not None else 0.5
+        time.sleep(min(wait, 5))
+    return None
+
+
 def healthcheck(stack: Any, role: str, bind: str | None = None) -> subprocess.CompletedProcess:
     """`python -m app.healthcheck ROLE`, as a container runs it, against the test stack."""
     from devstack.servers import REPO_ROOT

@@ -8,6 +8,7 @@ does), and the node, started again, is back in the cluster and in every queue wi
 
 from __future__ import annotations
 
+import functools
 import secrets
 import threading
 import time
@@ -17,7 +18,7 @@ from collections.abc import Iterator
 
 import httpx
 import pytest
-from helpers import wait_for, wait_for_task
+from helpers import until_final, wait_for, wait_for_task
 
 from devstack.servers import RabbitMQServer
 from devstack.stack import Stack
@@ -40,15 +41,17 @@ class Cluster:
             node.wait_ready()
         wait_for(lambda: len(self.running()) == 3, timeout=60, interval=1, what="three running nodes")
 
-    def running(self) -> list[str]:
+    def _management(self, path: str) -> object:
+        """GET from the management API of a node that runs."""
         up = next(node for node in self.nodes if node.running)
         with httpx.Client(base_url=up.management_url, auth=(up.admin_user, up.admin_password), timeout=5) as api:
-            return sorted(n["name"] for n in api.get("/api/nodes").json() if n.get("running"))
+            return api.get(path.format(vhost=up.vhost)).json()
+
+    def running(self) -> list[str]:
+        return sorted(n["name"] for n in self._management("/api/nodes") if n.get("running"))
 
     def queue(self, name: str) -> dict:
-        up = next(node for node in self.nodes if node.running)
-        with httpx.Client(base_url=up.management_url, auth=(up.admin_user, up.admin_password), timeout=5) as api:
-            return api.get(f"/api/queues/{up.vhost}/{name}").json()
+        return self._management(f"/api/queues/{{vhost}}/{name}")
 
     def whole(self) -> bool:
         """Every node runs, and every task queue has a member online on each."""
@@ -83,8 +86,8 @@ def clustered(stack, tmp_path_factory) -> Iterator[tuple[Stack, Cluster]]:
 
 
 class KeyedSubmits:
-    """Keyed submits, ~10 a second until stopped, each sent again after a 503 or no answer until it
-    is accepted (for at most 60 s); counts what came back."""
+    """Keyed submits, ~10 a second until stopped, each sent again until its answer is final (for at
+    most 60 s); counts what came back."""
 
     def __init__(self, url: str, api_key: str) -> None:
         self.url, self.headers = url, {"X-API-Key": api_key}
@@ -99,28 +102,24 @@ class KeyedSubmits:
             for index in range(1000):
                 if self._stop.is_set():
                     return
-                key = str(uuid.uuid4())
-                deadline = time.monotonic() + 60
-                while time.monotonic() < deadline:
-                    try:
-                        response = client.post(
-                            "/api/async/process",
-                            json={"data": f"cluster-{index}", "iterations": 1},
-                            headers={"Idempotency-Key": key},
-                        )
-                    except httpx.HTTPError as exc:
-                        self.answers[type(exc).__name__] += 1
-                        self.failing.append(time.monotonic())
-                        time.sleep(0.2)
-                        continue
-                    body = response.json()
-                    self.answers[f"{response.status_code} {body.get('dependency', '')}".strip()] += 1
-                    if response.status_code == 202:
-                        self.accepted.append(body["task_id"])
-                        break
-                    self.failing.append(time.monotonic())
-                    time.sleep(0.2)
+                headers = {"Idempotency-Key": str(uuid.uuid4())}
+                body = {"data": f"cluster-{index}", "iterations": 1}
+                response = until_final(functools.partial(self._attempt, client, body, headers), 60)
+                if response is not None and response.status_code == 202:
+                    self.accepted.append(response.json()["task_id"])
                 time.sleep(0.1)
+
+    def _attempt(self, client: httpx.Client, body: dict, headers: dict[str, str]) -> httpx.Response | None:
+        try:
+            response = client.post("/api/async/process", json=body, headers=headers)
+        except httpx.HTTPError as exc:
+            self.answers[type(exc).__name__] += 1
+            self.failing.append(time.monotonic())
+            return None
+        self.answers[f"{response.status_code} {response.json().get('dependency', '')}".strip()] += 1
+        if response.status_code != 202:
+            self.failing.append(time.monotonic())
+        return response
 
     def __enter__(self) -> KeyedSubmits:
         self._thread.start()

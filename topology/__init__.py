@@ -109,6 +109,17 @@ REDIS_USERS = {
 }
 REDIS_APP_USER = "app"
 
+# MongoDB runs on the first `mongodb_members` data nodes (the stack's mongodbMembers; every one
+# by default). From three members on they form this replica set; fewer run a single server.
+MONGODB_REPLICA_SET = "rs0"
+MONGODB_REPLICA_SET_MIN_MEMBERS = 3
+
+
+def mongodb_replica_set(members: int) -> str:
+    """The replica set that `members` MongoDB servers form, or "" for a single server."""
+    return MONGODB_REPLICA_SET if members >= MONGODB_REPLICA_SET_MIN_MEMBERS else ""
+
+
 # The release: the app image's version (Dockerfile.app's VERSION, compose's APP_VERSION and
 # APP_IMAGE) and the Python project's (pyproject.toml reads it from here).
 VERSION = "0.1.0"

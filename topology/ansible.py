@@ -7,7 +7,18 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from topology import ACCESS, IMAGES, PORTS, REDIS_APP_USER, REDIS_USERS, SECRETS, TIERS, app
+from topology import (
+    ACCESS,
+    IMAGES,
+    MONGODB_REPLICA_SET,
+    MONGODB_REPLICA_SET_MIN_MEMBERS,
+    PORTS,
+    REDIS_APP_USER,
+    REDIS_USERS,
+    SECRETS,
+    TIERS,
+    app,
+)
 
 PATH = Path(__file__).resolve().parent.parent / "ansible" / "group_vars" / "all" / "topology.yml"
 COMMAND = "python -m topology"
@@ -49,6 +60,10 @@ def render() -> str:
         "redis_users:",
         *(line for user, rules in REDIS_USERS.items() for line in _entry(user, rules, "  ")),
         *_entry("redis_app_user", REDIS_APP_USER),
+        "",
+        "# The replica set that the MongoDB members form, from this many of them (group_vars).",
+        *_entry("mongodb_replica_set_name", MONGODB_REPLICA_SET),
+        *_entry("mongodb_replica_set_min_members", MONGODB_REPLICA_SET_MIN_MEMBERS),
         "",
         "# The app's containers (roles api, worker and beat, through the role app_container).",
         "app_commands:",

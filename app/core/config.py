@@ -103,7 +103,7 @@ class Settings(BaseSettings):
     # client (cache, results, beat's lock) asks them for the primary of REDIS_SENTINEL_MASTER and
     # follows it through a failover; REDIS_URL and CELERY_RESULT_BACKEND still give the user,
     # password and database, and their host is not used (app/data/redis_servers.py).
-    redis_sentinels: Annotated[list[str], NoDecode] = []
+    redis_sentinels: Annotated[list[tuple[str, int]], NoDecode] = []
     redis_sentinel_master: str = Field("app", pattern=r"^[A-Za-z0-9._-]+$")
     redis_sentinel_password: SecretStr = SecretStr("")
 
@@ -157,19 +157,25 @@ class Settings(BaseSettings):
     idempotency_key_ttl_hours: int = Field(24, ge=24, le=24 * 30)
     items_page_max: int = Field(100, ge=1, le=1000)
 
-    @field_validator("api_keys", "callout_allowed_hosts", "callout_allowed_ports", "redis_sentinels", mode="before")
+    @field_validator("api_keys", "callout_allowed_hosts", "callout_allowed_ports", mode="before")
     @classmethod
     def _csv(cls, value: object) -> object:
         return _split_csv(value)
 
-    @field_validator("redis_sentinels")
+    @field_validator("redis_sentinels", mode="before")
     @classmethod
-    def _host_ports(cls, value: list[str]) -> list[str]:
-        for entry in value:
+    def _host_ports(cls, value: object) -> object:
+        """Comma-separated host:port entries, held as (host, port) pairs."""
+        pairs = []
+        for entry in _split_csv(value):
+            if not isinstance(entry, str):
+                pairs.append(entry)  # already a pair
+                continue
             host, _, port = entry.rpartition(":")
             if not host or not port.isdigit() or not 0 < int(port) < 65536:
                 raise ValueError(f"{entry!r} is not host:port (for example 10.0.3.41:26379)")
-        return value
+            pairs.append((host, int(port)))
+        return pairs
 
     @field_validator("callout_allowed_hosts")
     @classmethod

@@ -22,10 +22,6 @@ from redis.connection import parse_url
 from app.core.config import Settings, get_settings
 
 
-def sentinel_addresses(settings: Settings) -> list[tuple[str, int]]:
-    return [(host, int(port)) for host, _, port in (entry.rpartition(":") for entry in settings.redis_sentinels)]
-
-
 def _sentinel_kwargs(settings: Settings, timeout: float | None) -> dict[str, Any]:
     """How a client talks to the Sentinels themselves: their own password, and a bound on each
     question, so that an unreachable Sentinel costs one timeout before the next is asked."""
@@ -42,43 +38,46 @@ def _credentials(url: str) -> dict[str, Any]:
     return {key: parsed[key] for key in ("username", "password", "db") if parsed.get(key) is not None}
 
 
-def client(url: str, **options: Any) -> redis.Redis:
-    """A client of the server at `url`, or of the Sentinels' primary, with redis-py's `options`."""
+def _client(module: Any, sentinel_module: Any, url: str, options: dict[str, Any]) -> Any:
     settings = get_settings()
     if not settings.redis_sentinels:
-        return redis.Redis.from_url(url, **options)
-    sentinel = redis.sentinel.Sentinel(
-        sentinel_addresses(settings), sentinel_kwargs=_sentinel_kwargs(settings, options.get("socket_timeout"))
+        return module.Redis.from_url(url, **options)
+    sentinel = sentinel_module.Sentinel(
+        settings.redis_sentinels, sentinel_kwargs=_sentinel_kwargs(settings, options.get("socket_timeout"))
     )
     return sentinel.master_for(settings.redis_sentinel_master, **_credentials(url), **options)
+
+
+def client(url: str, **options: Any) -> redis.Redis:
+    """A client of the server at `url`, or of the Sentinels' primary, with redis-py's `options`."""
+    return _client(redis, redis.sentinel, url, options)
 
 
 def async_client(url: str, **options: Any) -> redis.asyncio.Redis:
     """`client`, for asyncio."""
-    settings = get_settings()
-    if not settings.redis_sentinels:
-        return redis.asyncio.Redis.from_url(url, **options)
-    sentinel = redis.asyncio.sentinel.Sentinel(
-        sentinel_addresses(settings), sentinel_kwargs=_sentinel_kwargs(settings, options.get("socket_timeout"))
-    )
-    return sentinel.master_for(settings.redis_sentinel_master, **_credentials(url), **options)
+    return _client(redis.asyncio, redis.asyncio.sentinel, url, options)
 
 
-def result_backend(settings: Settings) -> tuple[str, dict[str, Any]]:
-    """Celery's result backend URL, and what it adds to its transport options. With Sentinels,
-    Celery's own form: `sentinel://user:password@host:port/db;...` and the primary's name."""
+def result_backend(settings: Settings) -> tuple[str, str, dict[str, Any]]:
+    """Celery's result backend: the name of its class in app.worker.celery_app, its URL, and what
+    it adds to the transport options. With Sentinels, Celery's own form of URL:
+    `sentinel://user:password@host:port/db;...`, and the primary's name."""
     if not settings.redis_sentinels:
-        return settings.celery_result_backend, {}
+        return "LiveStateBackend", settings.celery_result_backend, {}
     credentials = _credentials(settings.celery_result_backend)
     user = quote(credentials.get("username") or "", safe="")
     password = quote(credentials.get("password") or "", safe="")
     auth = f"{user}:{password}@" if password else ""
     db = credentials.get("db", 0)
-    url = ";".join(f"sentinel://{auth}{host}:{port}/{db}" for host, port in sentinel_addresses(settings))
-    return url, {
-        "master_name": settings.redis_sentinel_master,
-        "sentinel_kwargs": _sentinel_kwargs(settings, settings.broker_timeout_seconds),
-    }
+    url = ";".join(f"sentinel://{auth}{host}:{port}/{db}" for host, port in settings.redis_sentinels)
+    return (
+        "LiveStateSentinelBackend",
+        url,
+        {
+            "master_name": settings.redis_sentinel_master,
+            "sentinel_kwargs": _sentinel_kwargs(settings, settings.broker_timeout_seconds),
+        },
+    )
 
 
 def redbeat(settings: Settings) -> tuple[str, dict[str, Any]]:
@@ -91,7 +90,7 @@ def redbeat(settings: Settings) -> tuple[str, dict[str, Any]]:
     if not settings.redis_sentinels:
         return settings.celery_result_backend, options
     return "redis-sentinel://", options | _credentials(settings.celery_result_backend) | {
-        "sentinels": sentinel_addresses(settings),
+        "sentinels": settings.redis_sentinels,
         "service_name": settings.redis_sentinel_master,
         "sentinel_kwargs": _sentinel_kwargs(settings, settings.broker_timeout_seconds),
     }

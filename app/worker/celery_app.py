@@ -114,8 +114,7 @@ def create_celery() -> Celery:
     # Redis at CELERY_RESULT_BACKEND, or the Sentinels' primary, through a live-state backend
     # ("class+url"; a backend_cls, since Celery would otherwise take the bare URL from the
     # environment variable).
-    results_url, results_options = redis_servers.result_backend(settings)
-    backend = "LiveStateSentinelBackend" if settings.redis_sentinels else "LiveStateBackend"
+    backend, results_url, results_options = redis_servers.result_backend(settings)
     app.backend_cls = f"app.worker.celery_app:{backend}+{results_url}"
     redbeat_url, redbeat_options = redis_servers.redbeat(settings)
     # A topic exchange: RabbitMQ's native delayed delivery (countdowns on quorum queues) needs

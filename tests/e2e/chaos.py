@@ -17,6 +17,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 
 import httpx
+from helpers import until_final
 
 # A create or submit that meets a connection error, a 409 (its first attempt still running) or
 # a 503 is sent again with the same key, for up to this long: past the longest outage rehearsed
@@ -86,15 +87,10 @@ class Load:
 
     def _keyed(self, client: httpx.Client, kind: str, path: str, body: dict, key: str) -> httpx.Response | None:
         """Send until there is a final answer for the key (or the retry time is up)."""
-        deadline = time.monotonic() + RETRY_FOR_SECONDS
-        while time.monotonic() < deadline:
-            response = self._send(client, kind, "POST", path, json=body, headers={"Idempotency-Key": key})
-            # Try again later: no answer, a 503, or a 409 saying the first attempt still runs.
-            again = response is None or response.status_code == 503 or "retry-after" in response.headers
-            if not again:
-                return response
-            time.sleep(min(float(response.headers["retry-after"]), 5) if response is not None else 0.5)
-        return None
+        headers = {"Idempotency-Key": key}
+        return until_final(
+            lambda: self._send(client, kind, "POST", path, json=body, headers=headers), RETRY_FOR_SECONDS
+        )
 
     def _client(self, role: str) -> None:
         headers = {"X-API-Key": self.api_key}
