@@ -37,6 +37,7 @@ class Answer:
     took: float
     dependency: str | None = None
     error: str | None = None
+    path: str = ""
 
 
 @dataclass
@@ -76,13 +77,13 @@ class Load:
         try:
             response = client.request(method, path, **kwargs)
         except httpx.HTTPError as exc:
-            self._record(Answer(started, kind, None, time.monotonic() - started, error=repr(exc)))
+            self._record(Answer(started, kind, None, time.monotonic() - started, error=repr(exc), path=path))
             return None
         dependency = None
         if response.status_code == 503 and response.headers.get("content-type", "").startswith("application/json"):
             answer = response.json()
             dependency = answer.get("dependency") or (SHED if "reason" in answer else None)
-        self._record(Answer(started, kind, response.status_code, time.monotonic() - started, dependency))
+        self._record(Answer(started, kind, response.status_code, time.monotonic() - started, dependency, path=path))
         return response
 
     def _keyed(self, client: httpx.Client, kind: str, path: str, body: dict, key: str) -> httpx.Response | None:

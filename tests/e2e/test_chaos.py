@@ -145,6 +145,17 @@ def unhandled_errors(stack: ComposeStack) -> list[str]:
     return [line[:3000] for line in log.splitlines() if '"unhandled error"' in line][-3:]
 
 
+def upstream_events(stack: ComposeStack) -> list[str]:
+    """For a failure's message: nginx's last complaints about a replica (a timeout names the replica
+    and the request), and the replicas' last worker starts, exits and timeouts (gunicorn)."""
+    nginx = stack.compose("logs", "--no-log-prefix", "nginx", check=False).stdout
+    api = stack.compose("logs", "--timestamps", "api", "api-standby", check=False).stdout
+    workers = ("Booting worker", "Worker exiting", "WORKER TIMEOUT", "was sent", "Handling signal")
+    return [line[:500] for line in nginx.splitlines() if "upstream" in line][-5:] + [
+        line[:300] for line in api.splitlines() if any(event in line for event in workers)
+    ][-12:]
+
+
 @pytest.mark.parametrize("fault", FAULTS, ids=[f.name for f in FAULTS])
 def test_a_fault_under_load_loses_nothing(compose_stack, seeded, fault):
     load = Load(compose_stack.url, compose_stack.api_key, seeded, heavy=fault.heavy).start()
@@ -186,7 +197,11 @@ def test_a_fault_under_load_loses_nothing(compose_stack, seeded, fault):
     )
     print(f"\n{ROWS[-1]}")
 
-    assert not tally["unexpected"], (tally["unexpected"][:5], unhandled_errors(compose_stack))
+    assert not tally["unexpected"], (
+        tally["unexpected"][:5],
+        unhandled_errors(compose_stack),
+        upstream_events(compose_stack),
+    )
     assert not unreadable, unreadable[:3]
     assert succeeded == len(states), unsuccessful
     assert not unrecorded, unrecorded[:5]
