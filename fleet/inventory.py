@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from fleet import QUIET_LIBRARIES
-from topology import API_PORT, TIERS, mongodb_replica_set
+from topology import API_PORT, TIERS, mongodb_replica_set, rabbitmq_hosts
 from topology.app import WORKER_QUEUES
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -212,6 +212,7 @@ def load(inventory: str, backlog_warn: int = 1000) -> list[Target]:
                     "lock_host": name == first_lb,  # holds the deploy lock (roles/deploy_lock)
                     "state_dir": variables.get("app_state_dir", "/var/lib/microservices"),
                     "mongodb_member": name in mongodb_hosts,
+                    "rabbitmq_member": name in rabbitmq_hosts(data),
                     "replica_set": mongodb_replica_set(len(mongodb_hosts)),
                     "vhost": variables.get("rabbitmq_vhost", "app"),
                     "backlog_warn": backlog_warn,

@@ -15,7 +15,8 @@ Input (JSON, first argument):
   api_hosts             private addresses of the API hosts (the load balancer checks them)
   api_port              the API's port on its hosts
   queues                the app's task queues, each of which a worker must consume
-  primary_data          this data node runs Redis and RabbitMQ
+  primary_data          this data node runs Redis
+  rabbitmq_member       this data node runs RabbitMQ (each of a cluster, or the first)
   mongodb_member        this data node runs MongoDB (the stack's mongodbMembers: the first ones)
   beat                  this worker host runs beat
   replica_set           the MongoDB replica-set name, or ""
@@ -137,6 +138,7 @@ def expected_containers(facts: dict) -> dict[str, str]:
             expected["mongodb"] = images.get("mongodb", "")
         if facts.get("primary_data"):
             expected["redis"] = images.get("redis", "")
+        if facts.get("rabbitmq_member"):
             expected["rabbitmq"] = images.get("rabbitmq", "")
     return expected
 
@@ -338,6 +340,7 @@ def plan(facts: dict) -> dict[str, Callable[[dict], Any]]:
             checks["data:mongodb"] = mongodb
         if facts.get("primary_data"):
             checks["data:redis"] = redis
+        if facts.get("rabbitmq_member"):
             checks["data:rabbitmq"] = rabbitmq
     if "workers" in groups:
         checks["workers:celery"] = celery_worker

@@ -48,12 +48,19 @@ APP_TIERS = tuple(name for name, tier in TIERS.items() if tier.runs_app)
 
 @dataclass(frozen=True)
 class Rule:
-    """`source` (a tier, ANYWHERE or ADMIN) may open TCP `port` on hosts of `target`."""
+    """`source` (a tier, ANYWHERE or ADMIN) may open TCP `port` (to `last_port`, for a range) on
+    hosts of `target`."""
 
     source: str
     target: str
     port: int
     description: str
+    last_port: int | None = None
+
+    @property
+    def ports(self) -> str:
+        """`port`, or `port-last_port` for a range (as nft writes it)."""
+        return f"{self.port}-{self.last_port}" if self.last_port else str(self.port)
 
 
 # The API listens on this port in its container and on its host's private address.
@@ -69,7 +76,14 @@ PORTS = {
     "redis": 6379,
     "rabbitmq": 5672,
     "rabbitmq_management": 15672,
+    # A RabbitMQ cluster's nodes find each other through epmd and talk over Erlang distribution.
+    "rabbitmq_epmd": 4369,
+    "rabbitmq_cluster": 25672,
+    # The CLI tools listen here (from this port, RABBITMQ_CLI_PORTS of them) for the other nodes'
+    # answers to a cluster-wide command (list_queues).
+    "rabbitmq_cli": 35672,
 }
+RABBITMQ_CLI_PORTS = 11
 
 ACCESS: tuple[Rule, ...] = (
     Rule(ANYWHERE, "lb", PORTS["http"], "HTTP from the internet"),
@@ -81,6 +95,15 @@ ACCESS: tuple[Rule, ...] = (
         for service, name in (("mongodb", "MongoDB"), ("redis", "Redis"), ("rabbitmq", "RabbitMQ"))
     ),
     Rule("data", "data", PORTS["mongodb"], "MongoDB replica set members"),
+    Rule("data", "data", PORTS["rabbitmq_epmd"], "RabbitMQ cluster peers (epmd)"),
+    Rule("data", "data", PORTS["rabbitmq_cluster"], "RabbitMQ cluster peers (Erlang distribution)"),
+    Rule(
+        "data",
+        "data",
+        PORTS["rabbitmq_cli"],
+        "RabbitMQ cluster peers to the CLI tools",
+        last_port=PORTS["rabbitmq_cli"] + RABBITMQ_CLI_PORTS - 1,
+    ),
     Rule("bastion", "data", PORTS["rabbitmq_management"], "RabbitMQ management through the bastion"),
     Rule(ADMIN, "bastion", PORTS["ssh"], "SSH from the admin networks"),
     *(Rule("bastion", target, PORTS["ssh"], "SSH through the bastion") for target in TIERS if target != "bastion"),
@@ -95,6 +118,7 @@ SECRETS = (
     "redis_admin_password",
     "rabbitmq_admin_password",
     "rabbitmq_password",
+    "rabbitmq_erlang_cookie",
     "api_key",
 )
 
@@ -113,6 +137,16 @@ REDIS_APP_USER = "app"
 # by default). From three members on they form this replica set; fewer run a single server.
 MONGODB_REPLICA_SET = "rs0"
 MONGODB_REPLICA_SET_MIN_MEMBERS = 3
+
+
+# RabbitMQ runs on every data node from this many on (a cluster: quorum queues with a member on
+# each node), else on the first: two nodes would stop together when either is lost.
+RABBITMQ_CLUSTER_MIN_NODES = 3
+
+
+def rabbitmq_hosts(data_hosts: list[str]) -> list[str]:
+    """The data nodes that run RabbitMQ."""
+    return data_hosts if len(data_hosts) >= RABBITMQ_CLUSTER_MIN_NODES else data_hosts[:1]
 
 
 def mongodb_replica_set(members: int) -> str:

@@ -13,6 +13,8 @@ from topology import (
     MONGODB_REPLICA_SET,
     MONGODB_REPLICA_SET_MIN_MEMBERS,
     PORTS,
+    RABBITMQ_CLI_PORTS,
+    RABBITMQ_CLUSTER_MIN_NODES,
     REDIS_APP_USER,
     REDIS_USERS,
     SECRETS,
@@ -49,7 +51,7 @@ def render() -> str:
         "# Which tier (or `anywhere`, or `admin`: the admin_cidrs) may open which TCP port on which tier.",
         "tier_access:",
         *(
-            f"  - {{source: {rule.source}, target: {rule.target}, port: {rule.port}}}  # {rule.description}"
+            f"  - {{source: {rule.source}, target: {rule.target}, port: '{rule.ports}'}}  # {rule.description}"
             for rule in ACCESS
         ),
         "",
@@ -64,6 +66,10 @@ def render() -> str:
         "# The replica set that the MongoDB members form, from this many of them (group_vars).",
         *_entry("mongodb_replica_set_name", MONGODB_REPLICA_SET),
         *_entry("mongodb_replica_set_min_members", MONGODB_REPLICA_SET_MIN_MEMBERS),
+        "# RabbitMQ runs on every data node from this many on (a cluster), else on the first.",
+        *_entry("rabbitmq_cluster_min_nodes", RABBITMQ_CLUSTER_MIN_NODES),
+        "# The CLI tools' ports on a RabbitMQ node: from rabbitmq_cli_port, this many.",
+        *_entry("rabbitmq_cli_ports", RABBITMQ_CLI_PORTS),
         "",
         "# The app's containers (roles api, worker and beat, through the role app_container).",
         "app_commands:",

@@ -112,7 +112,8 @@ class Lab:
             LabHost(f"{name}-api-2", "api", self.ip("private", 22), None),
             LabHost(f"{name}-workers-1", "workers", self.ip("private", 31), None),
             LabHost(f"{name}-workers-2", "workers", self.ip("private", 32), None),
-            LabHost(f"{name}-data-1", "data", self.ip("private", 41), None),
+            # Three data nodes: RabbitMQ's cluster (MongoDB's stand-in runs on the first only).
+            *(LabHost(f"{name}-data-{n}", "data", self.ip("private", 40 + n), None) for n in (1, 2, 3)),
         ]
 
     def ip(self, network: str, host: int) -> str:

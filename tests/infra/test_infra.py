@@ -78,12 +78,17 @@ def test_private_tiers_have_no_public_address(run):
             assert "gatewayId" in route
 
 
+# The one port range: RabbitMQ's CLI tools (topology's RABBITMQ_CLI_PORTS), from its first port.
+RANGES = {35672: 35682}
+
+
 def ingress_matrix(result: Run) -> set[tuple[str, int, str]]:
     """(target tier, port, source) for every ingress rule, the source a tier or a CIDR."""
     tier_of_group = {g.id: g.inputs["tags"]["tier"] for g in result.recorder.of_type(GROUP)}
     matrix = set()
     for rule in result.recorder.of_type(INGRESS):
-        assert rule.inputs["ipProtocol"] == "tcp" and rule.inputs["fromPort"] == rule.inputs["toPort"]
+        first = rule.inputs["fromPort"]
+        assert rule.inputs["ipProtocol"] == "tcp" and rule.inputs["toPort"] == RANGES.get(first, first)
         source = rule.inputs.get("cidrIpv4") or tier_of_group[rule.inputs["referencedSecurityGroupId"]]
         matrix.add((tier_of_group[rule.inputs["securityGroupId"]], rule.inputs["fromPort"], source))
     return matrix
@@ -97,7 +102,9 @@ def test_firewalls_open_exactly_the_topology(run):
         ("lb", 443, "0.0.0.0/0"),
         ("api", 8000, "lb"),
         *(("data", port, source) for port in (27017, 6379, 5672) for source in ("api", "workers")),
-        ("data", 27017, "data"),
+        # The data nodes to each other: MongoDB's replica set, RabbitMQ's cluster (epmd, distribution,
+        # and from 35672 the CLI tools' ports).
+        *(("data", port, "data") for port in (27017, 4369, 25672, 35672)),
         ("data", 15672, "bastion"),
         *(("bastion", 22, cidr) for cidr in admin),
         *((tier, 22, "bastion") for tier in ("lb", "api", "workers", "data")),

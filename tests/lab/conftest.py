@@ -236,7 +236,7 @@ def lab(tmp_path_factory) -> Iterator[Lab]:
     take_down()
 
 
-# The lab that is up. Its hosts run the whole system (seven dockerds, the data services, the
+# The lab that is up. Its hosts run the whole system (nine dockerds, the data services, the
 # API, the workers), so it goes as soon as its last test is done (pytest_runtest_teardown)
 # rather than with the session: left up, it took the CPU from the e2e tests run after it.
 RUNNING: list[Lab] = []

@@ -8,9 +8,10 @@ import subprocess
 import time
 from pathlib import Path
 
+import httpx
 import pytest
 from conftest import LAB_NAME, TIMINGS, Lab
-from helpers import wait_for
+from helpers import wait_for, wait_for_task
 
 LAB_HOST_IMAGE = "microservices-lab/host:bookworm"
 
@@ -50,20 +51,30 @@ def problem_rows(lab: Lab) -> tuple[list[list[str]], str]:
     return [line.split(maxsplit=5) for line in lines[1:-2]], lines[-1]
 
 
+def lab_hosts(lab: Lab) -> int:
+    return sum(len(hosts) for hosts in lab.outputs["hosts"].values())
+
+
 def test_a_converged_fleet_is_healthy(converged: Lab):
     started = time.monotonic()
     result = converged.fleet_health()
-    TIMINGS.append(f"fleet-health sweep of the 7 lab hosts: {time.monotonic() - started:.1f}s")
+    everyone = lab_hosts(converged)
+    TIMINGS.append(f"fleet-health sweep of the {everyone} lab hosts: {time.monotonic() - started:.1f}s")
     assert result.returncode == 0, result.stdout + result.stderr
-    assert result.stdout.strip().splitlines()[-1].startswith("HEALTHY: 7 hosts")
+    assert result.stdout.strip().splitlines()[-1].startswith(f"HEALTHY: {everyone} hosts")
     rows, summary = problem_rows(converged)
     # Healthy allows warnings (a busy 2-CPU machine shows its load): no ok row, no FAIL row.
-    assert summary.startswith("HEALTHY: 7 hosts") and all(row[3] == "WARN" for row in rows), rows
+    assert summary.startswith(f"HEALTHY: {everyone} hosts") and all(row[3] == "WARN" for row in rows), rows
     code, report = sweep(converged)
     assert code == 0 and report["status"] == "healthy", failing(report)
     data = checks_of(report, converged.host("data")["name"])
     expected = {"data:volume", "data:mongodb", "data:redis", "data:rabbitmq", "container:mongodb", "disk", "clock"}
     assert expected <= set(data)
+    # The other data nodes run RabbitMQ's other cluster members, and neither MongoDB nor Redis.
+    for other in converged.hosts("data")[1:]:
+        checks = checks_of(report, other["name"])
+        assert {"data:rabbitmq", "container:rabbitmq"} <= set(checks), checks
+        assert not {"data:mongodb", "data:redis"} & set(checks), checks
     assert data["data:volume"]["detail"].startswith("/srv/data mounted")
     assert "volatile-ttl" in data["data:redis"]["detail"]
     worker = checks_of(report, converged.host("workers")["name"])
@@ -83,7 +94,7 @@ def test_a_stopped_worker_container_is_named_then_recovers(converged: Lab):
         assert list(problems) == [host["name"]]
         assert any("container worker is exited" in p for p in problems[host["name"]]), problems
         rows, summary = problem_rows(converged)
-        assert summary.startswith("DEGRADED: 7 hosts")
+        assert summary.startswith(f"DEGRADED: {lab_hosts(converged)} hosts")
         failed = [row for row in rows if row[3] == "FAIL"]
         assert failed and all(row[0] == host["name"] for row in failed), rows
         assert all(row[3] in ("WARN", "FAIL") for row in rows), rows
@@ -106,24 +117,35 @@ def test_a_dead_host_is_reported_unreachable_and_the_rest_still_checked(converge
     unreachable = [h["host"] for h in report["hosts"] if not h["reachable"]]
     assert unreachable == [container]
     assert "gave no answer within 10s" in checks_of(report, container)["ssh"]["detail"]
-    assert len([h for h in report["hosts"] if h["reachable"]]) == 6  # everyone else was still checked
+    assert len([h for h in report["hosts"] if h["reachable"]]) == lab_hosts(converged) - 1  # everyone else
     assert took < 10 + 10, f"the sweep waited {took:.0f}s on one dead host"
     wait_green(converged)
 
 
-def test_rabbitmq_down_shows_on_the_data_node_and_the_workers(converged: Lab):
+def test_a_rabbitmq_node_down_shows_on_its_data_node_and_the_workers_carry_on(converged: Lab):
+    """The first node, which every client names first: the clients fail over to the others."""
     data = converged.host("data")
     assert converged.ssh(data["private_ip"], "sudo docker stop rabbitmq").returncode == 0
     try:
         code, report = sweep(converged)
+        problems = failing(report)
+        assert code == 1, problems
+        assert any("container rabbitmq is exited" in p for p in problems[data["name"]]), problems
+        assert any(p.startswith("data:rabbitmq") for p in problems[data["name"]])
+
+        def workers_connected() -> bool:
+            workers = [checks_of(sweep(converged)[1], w["name"]) for w in converged.hosts("workers")]
+            return all(w["workers:celery"]["status"] == "ok" for w in workers)
+
+        wait_for(workers_connected, timeout=90, interval=5, what="the workers on the other RabbitMQ nodes")
+        # A task submitted through the front door runs meanwhile.
+        key = converged.outputs["secrets"]["api_key"]
+        with httpx.Client(base_url=converged.lb_url, headers={"X-API-Key": key}, timeout=10) as api:
+            task = api.post("/api/async/process", json={"data": "node down", "iterations": 1})
+            assert task.status_code == 202, task.text
+            assert wait_for_task(api, task.json()["task_id"])["state"] == "SUCCESS"
     finally:
         converged.ssh(data["private_ip"], "sudo docker start rabbitmq")
-    assert code == 1, failing(report)
-    problems = failing(report)
-    assert any("container rabbitmq is exited" in p for p in problems[data["name"]]), problems
-    assert any(p.startswith("data:rabbitmq") for p in problems[data["name"]])
-    for worker in converged.hosts("workers"):
-        assert any(p.startswith("workers:celery") for p in problems[worker["name"]]), problems
     wait_green(converged, timeout=180)
 
 

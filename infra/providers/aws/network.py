@@ -121,7 +121,7 @@ class Firewalls(pulumi.ComponentResource):
                     security_group_id=self.groups[rule.target].id,
                     ip_protocol="tcp",
                     from_port=rule.port,
-                    to_port=rule.port,
+                    to_port=rule.last_port or rule.port,
                     description=rule.description,
                     tags=config.base_tags(rule.target),
                     opts=child,
