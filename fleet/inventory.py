@@ -178,6 +178,7 @@ def load(inventory: str, backlog_warn: int = 1000) -> list[Target]:
     # ansible/group_vars.
     data = tier_hosts["data"]
     mongodb_hosts = data[: int(hostvars[data[0]].get("mongodb_members", len(data)))] if data else []
+    broker_hosts = rabbitmq_hosts(data)
     first_worker = (tier_hosts["workers"] or [None])[0]
     first_lb = (tier_hosts["lb"] or [None])[0]
     api_addresses = [hostvars[h].get("private_ip", hostvars[h].get("ansible_host")) for h in tier_hosts["api"]]
@@ -212,7 +213,7 @@ def load(inventory: str, backlog_warn: int = 1000) -> list[Target]:
                     "lock_host": name == first_lb,  # holds the deploy lock (roles/deploy_lock)
                     "state_dir": variables.get("app_state_dir", "/var/lib/microservices"),
                     "mongodb_member": name in mongodb_hosts,
-                    "rabbitmq_member": name in rabbitmq_hosts(data),
+                    "rabbitmq_member": name in broker_hosts,
                     "replica_set": mongodb_replica_set(len(mongodb_hosts)),
                     "vhost": variables.get("rabbitmq_vhost", "app"),
                     "backlog_warn": backlog_warn,

@@ -79,11 +79,11 @@ PORTS = {
     # A RabbitMQ cluster's nodes find each other through epmd and talk over Erlang distribution.
     "rabbitmq_epmd": 4369,
     "rabbitmq_cluster": 25672,
-    # The CLI tools listen here (from this port, RABBITMQ_CLI_PORTS of them) for the other nodes'
-    # answers to a cluster-wide command (list_queues).
+    # The CLI tools listen here (to RABBITMQ_CLI_LAST_PORT) for the other nodes' answers to a
+    # cluster-wide command (list_queues).
     "rabbitmq_cli": 35672,
 }
-RABBITMQ_CLI_PORTS = 11
+RABBITMQ_CLI_LAST_PORT = PORTS["rabbitmq_cli"] + 10  # RabbitMQ's own range: 11 ports
 
 ACCESS: tuple[Rule, ...] = (
     Rule(ANYWHERE, "lb", PORTS["http"], "HTTP from the internet"),
@@ -102,7 +102,7 @@ ACCESS: tuple[Rule, ...] = (
         "data",
         PORTS["rabbitmq_cli"],
         "RabbitMQ cluster peers to the CLI tools",
-        last_port=PORTS["rabbitmq_cli"] + RABBITMQ_CLI_PORTS - 1,
+        last_port=RABBITMQ_CLI_LAST_PORT,
     ),
     Rule("bastion", "data", PORTS["rabbitmq_management"], "RabbitMQ management through the bastion"),
     Rule(ADMIN, "bastion", PORTS["ssh"], "SSH from the admin networks"),
