@@ -35,11 +35,17 @@ def failing(report: dict) -> dict[str, list[str]]:
 
 
 def wait_green(lab: Lab, timeout: float = 120) -> dict:
+    last: list[dict] = []
+
     def green():
         code, report = sweep(lab)
+        last[:] = [report]
         return report if code == 0 else None
 
-    return wait_for(green, timeout=timeout, interval=3, what="a healthy fleet")
+    try:
+        return wait_for(green, timeout=timeout, interval=3, what="a healthy fleet")
+    except AssertionError as exc:  # say what stayed red
+        raise AssertionError(f"{exc}; still failing: {failing(last[0]) if last else 'no sweep'}") from None
 
 
 def problem_rows(lab: Lab) -> tuple[list[list[str]], str]:
