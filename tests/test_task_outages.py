@@ -32,6 +32,20 @@ def start_workers(stack) -> None:
         worker.wait_ready()
 
 
+def worker_log(stack) -> str:
+    return "".join(worker.log_path.read_text() for worker in stack.workers)
+
+
+def outage_met(stack) -> set[str]:
+    """The ids of the tasks the workers put back for later because a dependency was down."""
+    lines = filter(is_outage_line, worker_log(stack).splitlines())
+    return {json.loads(line).get("task_id") for line in lines}
+
+
+def is_outage_line(line: str) -> bool:
+    return line.startswith("{") and "a dependency is unavailable" in line
+
+
 def test_tasks_that_start_while_mongodb_is_down_finish_once_it_is_back(api, stack, mongo):
     if stack.mongo is None:
         pytest.skip("MongoDB is external (TEST_MONGO_URL); this test stops the server it started itself")
@@ -39,15 +53,15 @@ def test_tasks_that_start_while_mongodb_is_down_finish_once_it_is_back(api, stac
     stack.mongo.stop()
     try:
         start_workers(stack)
-        time.sleep(8)  # every task starts, finds MongoDB down, and is put back for later
+        # Every task starts, finds MongoDB down, and is put back for later (a fixed wait raced a
+        # task that started late and was still waiting for MongoDB when it came back).
+        wait_for(lambda: outage_met(stack) >= set(queued), timeout=60, what="every task met the outage")
     finally:
         stack.mongo.start()
     for task_id in queued:
         final = wait_for_task(api, task_id, timeout=120)
         assert final["state"] == "SUCCESS", final
         assert final["retries"] >= 1  # it went round the outage
-    log = "".join(worker.log_path.read_text() for worker in stack.workers)
-    assert "a dependency is unavailable" in log
 
 
 def test_tasks_that_start_while_redis_is_down_finish(api, stack, mongo):
@@ -205,14 +219,14 @@ def test_a_dead_letter_that_arrives_while_mongodb_is_down_is_recorded_once_it_is
     stack.mongo.stop()
     try:
         dead_letter(task_id)
-        time.sleep(8)  # the workers could not record it, and keep it
+        # The workers could not record it, and keep it.
+        waited = f"cannot record dead-lettered task {task_id} yet"
+        wait_for(lambda: waited in worker_log(stack), timeout=60, what="the dead letter kept for later")
     finally:
         stack.mongo.start()
     final = wait_for_task(api, task_id, timeout=60)
     assert final["state"] == "FAILURE" and final["error"]["type"] == "DeadLettered", final
     assert task_id in dead_letters_cli(stack, "list").stdout
-    log = "".join(worker.log_path.read_text() for worker in stack.workers)
-    assert f"cannot record dead-lettered task {task_id} yet" in log  # it waited for MongoDB
 
 
 def test_an_outcome_that_meets_a_long_mongodb_outage_is_recorded_once_it_is_back(api, stack, mongo):
@@ -239,5 +253,4 @@ def test_an_outcome_that_meets_a_long_mongodb_outage_is_recorded_once_it_is_back
         stack.mongo.start()
     final = wait_for_task(api, task_id, timeout=90)
     assert final["state"] == "SUCCESS" and final["result"]["iterations"] == 1000, final
-    log = "".join(worker.log_path.read_text() for worker in stack.workers)
-    assert "the outcome is recorded once it is back" in log
+    assert "the outcome is recorded once it is back" in worker_log(stack)
