@@ -16,7 +16,16 @@ from pathlib import Path
 from typing import Any
 
 from fleet import QUIET_LIBRARIES
-from topology import API_PORT, TIERS, mongodb_replica_set, rabbitmq_hosts
+from topology import (
+    API_PORT,
+    PORTS,
+    REDIS_SENTINEL_MASTER,
+    REDIS_SENTINEL_MIN_NODES,
+    TIERS,
+    mongodb_replica_set,
+    rabbitmq_hosts,
+    redis_hosts,
+)
 from topology.app import WORKER_QUEUES
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -173,12 +182,13 @@ def load(inventory: str, backlog_warn: int = 1000) -> list[Target]:
     tier_hosts = {tier: members(listing, tier) for tier in TIERS}
     if not hostvars:
         raise InventoryError(f"inventory {inventory} has no hosts")
-    first_data = (tier_hosts["data"] or [None])[0]
     # MongoDB runs on the first mongodb_members data nodes (the stack's mongodbMembers), as in
     # ansible/group_vars.
     data = tier_hosts["data"]
     mongodb_hosts = data[: int(hostvars[data[0]].get("mongodb_members", len(data)))] if data else []
     broker_hosts = rabbitmq_hosts(data)
+    cache_hosts = redis_hosts(data)
+    sentinel = REDIS_SENTINEL_MASTER if len(cache_hosts) >= REDIS_SENTINEL_MIN_NODES else ""
     first_worker = (tier_hosts["workers"] or [None])[0]
     first_lb = (tier_hosts["lb"] or [None])[0]
     api_addresses = [hostvars[h].get("private_ip", hostvars[h].get("ansible_host")) for h in tier_hosts["api"]]
@@ -208,7 +218,10 @@ def load(inventory: str, backlog_warn: int = 1000) -> list[Target]:
                     "api_hosts": api_addresses,
                     "api_port": API_PORT,
                     "queues": list(WORKER_QUEUES),
-                    "primary_data": name == first_data,
+                    "redis_member": name in cache_hosts,
+                    "redis_nodes": len(cache_hosts),
+                    "sentinel": sentinel if name in cache_hosts else "",
+                    "sentinel_port": PORTS["redis_sentinel"],
                     "beat": name == first_worker,
                     "lock_host": name == first_lb,  # holds the deploy lock (roles/deploy_lock)
                     "state_dir": variables.get("app_state_dir", "/var/lib/microservices"),

@@ -15,7 +15,10 @@ Input (JSON, first argument):
   api_hosts             private addresses of the API hosts (the load balancer checks them)
   api_port              the API's port on its hosts
   queues                the app's task queues, each of which a worker must consume
-  primary_data          this data node runs Redis
+  redis_member          this data node runs Redis (each of a primary and replicas, or the first)
+  redis_nodes           how many data nodes run Redis
+  sentinel              the primary's name to this node's Redis Sentinel, or "" (none runs)
+  sentinel_port         the Sentinels' port
   rabbitmq_member       this data node runs RabbitMQ (each of a cluster, or the first)
   mongodb_member        this data node runs MongoDB (the stack's mongodbMembers: the first ones)
   beat                  this worker host runs beat
@@ -136,8 +139,10 @@ def expected_containers(facts: dict) -> dict[str, str]:
     if "data" in groups:
         if facts.get("mongodb_member"):
             expected["mongodb"] = images.get("mongodb", "")
-        if facts.get("primary_data"):
+        if facts.get("redis_member"):
             expected["redis"] = images.get("redis", "")
+        if facts.get("sentinel"):
+            expected["redis-sentinel"] = images.get("redis", "")
         if facts.get("rabbitmq_member"):
             expected["rabbitmq"] = images.get("rabbitmq", "")
     return expected
@@ -245,19 +250,48 @@ def data_volume(_: dict) -> str:
     return f"{DATA_VOLUME} mounted, {usage.free / 2**30:.1f} GiB free"
 
 
-def redis(_: dict) -> str:
+def redis(facts: dict) -> str:
     if exec_in("redis", "redis-cli", "ping") != "PONG":
         raise Failed("redis did not answer PONG")
     policy = exec_in("redis", "redis-cli", "config", "get", "maxmemory-policy").splitlines()[-1]
-    info = dict(
-        line.split(":", 1) for line in exec_in("redis", "redis-cli", "info", "memory").splitlines() if ":" in line
-    )
+    info = redis_info("memory") | redis_info("replication")
     used, limit = int(info.get("used_memory", 0)), int(info.get("maxmemory", 0))
-    detail = f"PONG; policy {policy}; {used / 2**20:.0f} of {limit / 2**20:.0f} MiB"
+    role, problem = redis_role(info, int(facts.get("redis_nodes") or 1) - 1)
+    detail = f"{role}; policy {policy}; {used / 2**20:.0f} of {limit / 2**20:.0f} MiB"
     if policy != "volatile-ttl":
         raise Failed(detail + " (expected volatile-ttl: task results could be evicted)")
-    if limit and used > 0.9 * limit:
+    if problem or (limit and used > 0.9 * limit):
         raise Warned(detail)
+    return detail
+
+
+def redis_info(section: str) -> dict[str, str]:
+    lines = exec_in("redis", "redis-cli", "info", section).splitlines()
+    return dict(line.strip().split(":", 1) for line in lines if ":" in line)
+
+
+def redis_role(info: dict[str, str], replicas: int) -> tuple[str, bool]:
+    """What this server is in its replication, and whether that is short of whole: a primary
+    with fewer replicas than the other Redis nodes, or a replica cut off from its primary."""
+    if info.get("role") == "master":
+        connected = int(info.get("connected_slaves", 0))
+        return f"primary with {connected} of {replicas} replicas", connected < replicas
+    link = info.get("master_link_status", "down")
+    last_io = info.get("master_last_io_seconds_ago", "?")
+    role = f"replica of {info.get('master_host')}, link {link}, last heard {last_io} s ago"
+    return role, link != "up" or info.get("master_sync_in_progress") == "1"
+
+
+def sentinel(facts: dict) -> str:
+    """This node's Sentinel: the primary it names, and whether enough Sentinels see it to fail over."""
+    ask = ("redis-sentinel", "redis-cli", "-p", str(facts["sentinel_port"]), "sentinel")
+    primary = exec_in(*ask, "get-master-addr-by-name", facts["sentinel"]).splitlines()
+    quorum = exec_in(*ask, "ckquorum", facts["sentinel"]).strip()
+    if not primary:
+        raise Failed(f"the Sentinel knows no primary named {facts['sentinel']} ({quorum})")
+    detail = f"primary {primary[0]}; {quorum}"
+    if not quorum.startswith("OK"):
+        raise Warned(detail + ": a lost primary would not be replaced")
     return detail
 
 
@@ -338,8 +372,10 @@ def plan(facts: dict) -> dict[str, Callable[[dict], Any]]:
         checks["data:volume"] = data_volume
         if facts.get("mongodb_member"):
             checks["data:mongodb"] = mongodb
-        if facts.get("primary_data"):
+        if facts.get("redis_member"):
             checks["data:redis"] = redis
+        if facts.get("sentinel"):
+            checks["data:sentinel"] = sentinel
         if facts.get("rabbitmq_member"):
             checks["data:rabbitmq"] = rabbitmq
     if "workers" in groups:

@@ -20,6 +20,7 @@ SERVICES = {
     "nginx": ("lb", "nginx"),
     "mongodb": ("data", "mongodb"),
     "redis": ("data", "redis"),
+    "redis-sentinel": ("data", "redis-sentinel"),  # its log tells of failovers (+switch-master)
     "rabbitmq": ("data", "rabbitmq"),
 }
 CONTAINER_TIERS = sorted({tier for tier, _ in SERVICES.values()})

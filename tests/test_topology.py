@@ -20,7 +20,7 @@ from pydantic import ValidationError
 from app.core.config import Settings
 from devstack.servers import ApiServer
 from devstack.stack import Stack
-from topology import API_PORT, REDIS_APP_USER, REDIS_USERS, SECRETS, TIERS
+from topology import API_PORT, REDIS_APP_USER, REDIS_SENTINEL_MASTER, REDIS_USERS, SECRETS, TIERS
 from topology import ansible as ansible_facts
 from topology.app import (
     API_COMMAND,
@@ -156,6 +156,11 @@ def test_compose_runs_the_same_commands():
     assert services["beat"]["command"] == beat_command()
     for service, role in APP_SERVICES.items():
         assert services[service]["healthcheck"]["test"] == ["CMD", *healthcheck_command(role)], service
+
+
+def test_the_apps_sentinel_master_is_the_one_ansibles_sentinels_watch():
+    # Ansible sets REDIS_SENTINEL_MASTER too; the default is what a hand-written .env gets.
+    assert Settings.model_fields["redis_sentinel_master"].default == REDIS_SENTINEL_MASTER
 
 
 def test_compose_gives_redis_topologys_users():

@@ -74,6 +74,8 @@ PORTS = {
     "api": API_PORT,
     "mongodb": 27017,
     "redis": 6379,
+    # Redis Sentinel on each data node of a Redis with replicas (REDIS_SENTINEL_MIN_NODES).
+    "redis_sentinel": 26379,
     "rabbitmq": 5672,
     "rabbitmq_management": 15672,
     # A RabbitMQ cluster's nodes find each other through epmd and talk over Erlang distribution.
@@ -92,9 +94,16 @@ ACCESS: tuple[Rule, ...] = (
     *(
         Rule(source, "data", PORTS[service], f"{name} from {source}")
         for source in APP_TIERS
-        for service, name in (("mongodb", "MongoDB"), ("redis", "Redis"), ("rabbitmq", "RabbitMQ"))
+        for service, name in (
+            ("mongodb", "MongoDB"),
+            ("redis", "Redis"),
+            ("redis_sentinel", "Redis Sentinel"),
+            ("rabbitmq", "RabbitMQ"),
+        )
     ),
     Rule("data", "data", PORTS["mongodb"], "MongoDB replica set members"),
+    Rule("data", "data", PORTS["redis"], "Redis replicas and Sentinels to the Redis servers"),
+    Rule("data", "data", PORTS["redis_sentinel"], "Redis Sentinels to each other"),
     Rule("data", "data", PORTS["rabbitmq_epmd"], "RabbitMQ cluster peers (epmd)"),
     Rule("data", "data", PORTS["rabbitmq_cluster"], "RabbitMQ cluster peers (Erlang distribution)"),
     Rule(
@@ -116,6 +125,7 @@ SECRETS = (
     "mongo_app_password",
     "redis_password",
     "redis_admin_password",
+    "redis_sentinel_password",
     "rabbitmq_admin_password",
     "rabbitmq_password",
     "rabbitmq_erlang_cookie",
@@ -147,6 +157,20 @@ RABBITMQ_CLUSTER_MIN_NODES = 3
 def rabbitmq_hosts(data_hosts: list[str]) -> list[str]:
     """The data nodes that run RabbitMQ."""
     return data_hosts if len(data_hosts) >= RABBITMQ_CLUSTER_MIN_NODES else data_hosts[:1]
+
+
+# Redis runs on every data node from this many on: the first starts as the primary, the others
+# as its replicas, and a Sentinel on each node (a majority of them agree) promotes a replica when
+# the primary is lost. Fewer data nodes run one Redis, on the first: two Sentinels could not
+# outvote a lost node. The Sentinels know the primary by this name (the app's
+# REDIS_SENTINEL_MASTER).
+REDIS_SENTINEL_MIN_NODES = 3
+REDIS_SENTINEL_MASTER = "app"
+
+
+def redis_hosts(data_hosts: list[str]) -> list[str]:
+    """The data nodes that run Redis (and, from REDIS_SENTINEL_MIN_NODES on, a Sentinel each)."""
+    return data_hosts if len(data_hosts) >= REDIS_SENTINEL_MIN_NODES else data_hosts[:1]
 
 
 def mongodb_replica_set(members: int) -> str:

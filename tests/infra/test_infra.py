@@ -101,10 +101,10 @@ def test_firewalls_open_exactly_the_topology(run):
         ("lb", 80, "0.0.0.0/0"),
         ("lb", 443, "0.0.0.0/0"),
         ("api", 8000, "lb"),
-        *(("data", port, source) for port in (27017, 6379, 5672) for source in ("api", "workers")),
-        # The data nodes to each other: MongoDB's replica set, RabbitMQ's cluster (epmd, distribution,
-        # and from 35672 the CLI tools' ports).
-        *(("data", port, "data") for port in (27017, 4369, 25672, 35672)),
+        *(("data", port, source) for port in (27017, 6379, 26379, 5672) for source in ("api", "workers")),
+        # The data nodes to each other: MongoDB's replica set, Redis's replicas and Sentinels,
+        # RabbitMQ's cluster (epmd, distribution, and from 35672 the CLI tools' ports).
+        *(("data", port, "data") for port in (27017, 6379, 26379, 4369, 25672, 35672)),
         ("data", 15672, "bastion"),
         *(("bastion", 22, cidr) for cidr in admin),
         *((tier, 22, "bastion") for tier in ("lb", "api", "workers", "data")),

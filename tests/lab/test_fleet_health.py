@@ -76,13 +76,19 @@ def test_a_converged_fleet_is_healthy(converged: Lab):
     data = checks_of(report, converged.host("data")["name"])
     expected = {"data:volume", "data:mongodb", "data:redis", "data:rabbitmq", "container:mongodb", "disk", "clock"}
     assert expected <= set(data)
-    # The other data nodes run RabbitMQ's other cluster members, and neither MongoDB nor Redis.
-    for other in converged.hosts("data")[1:]:
-        checks = checks_of(report, other["name"])
-        assert {"data:rabbitmq", "container:rabbitmq"} <= set(checks), checks
-        assert not {"data:mongodb", "data:redis"} & set(checks), checks
     assert data["data:volume"]["detail"].startswith("/srv/data mounted")
-    assert "volatile-ttl" in data["data:redis"]["detail"]
+    # Each data node runs a RabbitMQ cluster member, a Redis server and a Sentinel; MongoDB runs
+    # on the first alone (the lab's mongodbMembers: 1).
+    primary_ip = redis_primary(converged)
+    for node in converged.hosts("data"):
+        checks = checks_of(report, node["name"])
+        assert {"data:rabbitmq", "data:redis", "data:sentinel", "container:redis-sentinel"} <= set(checks), checks
+        assert ("data:mongodb" in checks) == (node == converged.host("data")), checks
+        assert "volatile-ttl" in checks["data:redis"]["detail"]
+        primary = node["private_ip"] == primary_ip
+        role = "primary with 2 of 2 replicas" if primary else f"replica of {primary_ip}, link up"
+        assert checks["data:redis"]["detail"].startswith(role), checks["data:redis"]
+        assert checks["data:sentinel"]["detail"].startswith(f"primary {primary_ip}; OK 3 usable Sentinels")
     worker = checks_of(report, converged.host("workers")["name"])
     assert worker["workers:celery"]["status"] == "ok" and "active" in worker["workers:celery"]["detail"]
     lb = checks_of(report, converged.host("lb")["name"])
@@ -153,6 +159,64 @@ def test_a_rabbitmq_node_down_shows_on_its_data_node_and_the_workers_carry_on(co
     finally:
         converged.ssh(data["private_ip"], "sudo docker start rabbitmq")
     wait_green(converged, timeout=180)
+
+
+def redis_primary(lab: Lab, via: str | None = None) -> str:
+    """The address of the Redis primary, as the Sentinels name it (asked from the first data
+    node, or from `via`)."""
+    node = via or lab.host("data")["private_ip"]
+    answer = lab.ssh(node, "sudo docker exec redis-sentinel sh /usr/local/etc/redis/run.sh primary")
+    assert answer.returncode == 0, answer.stderr
+    return answer.stdout.strip()
+
+
+def test_a_lost_redis_primary_is_replaced_and_comes_back_as_a_replica(converged: Lab):
+    """The Redis primary stops: the Sentinels promote a replica, the app follows it (cached
+    reads, task results), fleet health names the stopped server, and once it starts again it
+    joins the new primary as a replica."""
+    nodes = {node["private_ip"]: node for node in converged.hosts("data")}
+    old = redis_primary(converged)
+    key = converged.outputs["secrets"]["api_key"]
+    assert converged.ssh(old, "sudo docker stop redis").returncode == 0
+    started = time.monotonic()
+    try:
+        wait_for(lambda: redis_primary(converged, via=old) != old, timeout=60, interval=1, what="a replica promoted")
+        TIMINGS.append(f"Redis primary stopped, a replica promoted: {time.monotonic() - started:.0f}s")
+        new = redis_primary(converged, via=old)
+        code, report = sweep(converged, "--limit", "data")
+        assert code == 1 and any("container redis is exited" in p for p in failing(report)[nodes[old]["name"]])
+        # Through the front door: a create and its cached read, and a task, whose live state
+        # goes to the new primary.
+        with httpx.Client(base_url=converged.lb_url, headers={"X-API-Key": key}, timeout=10) as api:
+            created = api.post("/api/items", json={"name": f"failover-{time.time_ns()}", "price": 1.5})
+            assert created.status_code == 201, created.text
+            for _ in range(2):  # the first read fills the cache, the second is served from it
+                read = api.get(f"/api/items/{created.json()['id']}")
+                assert read.status_code == 200 and read.json() == created.json(), read.text
+            task = api.post("/api/async/process", json={"data": "redis failover", "iterations": 1})
+            assert task.status_code == 202, task.text
+            assert wait_for_task(api, task.json()["task_id"])["state"] == "SUCCESS"
+        # The app wrote them to the new primary: the cached item (database 0), the task's live
+        # state (database 1, Celery's results).
+        item_id, task_id = created.json()["id"], task.json()["task_id"]
+        for db, pattern in ((0, f"cache:item:*{item_id}"), (1, f"*{task_id}*")):
+            held = converged.ssh(new, f"sudo docker exec redis redis-cli -n {db} --scan --pattern '{pattern}'")
+            assert held.stdout.strip(), (pattern, held.stdout, held.stderr)
+    finally:
+        converged.ssh(old, "sudo docker start redis")
+    roles = {old: f"replica of {new}, link up", new: "primary with 2 of 2 replicas"}
+    last: list = []
+
+    def whole() -> bool:
+        code, report = sweep(converged, "--limit", "data")
+        found = {address: checks_of(report, node["name"])["data:redis"]["detail"] for address, node in nodes.items()}
+        last[:] = [code, found]
+        return code == 0 and all(found[address].startswith(role) for address, role in roles.items())
+
+    try:
+        wait_for(whole, timeout=120, interval=2, what=f"the data nodes healthy, Redis whole again ({roles})")
+    except AssertionError as exc:
+        raise AssertionError(f"{exc}; the last sweep: exit {last}") from None
 
 
 def test_the_playbook_form_runs_the_same_checks(converged: Lab):

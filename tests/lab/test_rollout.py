@@ -266,9 +266,9 @@ def mongo(url):
         return "accepted"
     except pymongo.errors.OperationFailure:
         return "refused"
-def red(password):
+def red(password, port=6379):
     try:
-        redis.Redis(host="{data}", password=password, socket_timeout=3).ping()
+        redis.Redis(host="{data}", port=port, password=password, socket_timeout=3).ping()
         return "accepted"
     except (redis.AuthenticationError, redis.ResponseError):
         return "refused"
@@ -281,20 +281,22 @@ def amqp(user, password):
 print(mongo("mongodb://{data}:27017/?directConnection=true"),
       mongo("mongodb://root:example@{data}:27017/?directConnection=true"),
       mongo("mongodb://admin:admin@{data}:27017/?directConnection=true"),
-      red(None), red(""), red("redis"),
+      red(None), red(""), red("redis"), red(None, 26379), red("redis", 26379),
       amqp("guest", "guest"), amqp("app", ""), amqp("admin", "admin"))
 """
     api = converged.hosts("api")[0]["private_ip"]
     result = converged.ssh(api, f"sudo docker exec -i api python - <<'EOF'\n{probe}\nEOF")
     assert result.returncode == 0, result.stderr
-    assert Counter(result.stdout.split()) == {"refused": 9}, result.stdout
+    assert Counter(result.stdout.split()) == {"refused": 11}, result.stdout
 
 
 def test_the_apps_redis_user_cannot_reconfigure_or_flush(converged: Lab):
     """On the fleet too, the API's REDIS_URL (the app's user) reads and writes keys, and nothing more."""
     probe = """
 import os, redis
-client = redis.Redis.from_url(os.environ["REDIS_URL"], socket_timeout=3)
+from app.data import redis_servers
+# The app's own client: the primary the Sentinels name, as the app's user (REDIS_URL's).
+client = redis_servers.client(os.environ["REDIS_URL"], socket_timeout=3)
 client.set("acl-probe", "kept", ex=60)
 for command in (("CONFIG", "SET", "maxmemory", "1mb"), ("FLUSHALL",), ("ACL", "LIST")):
     try:
