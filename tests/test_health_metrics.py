@@ -8,9 +8,11 @@ import socket
 import time
 from collections import Counter
 
+import httpx
 import pytest
 from helpers import healthcheck, spread_gets, wait_for
 
+from devstack.servers import ApiServer, RedisServer
 from topology import VERSION
 
 
@@ -21,6 +23,28 @@ def test_liveness_is_cheap_and_readiness_checks_every_dependency(api):
     checks = ready.json()["checks"]
     assert set(checks) == {"mongodb", "redis", "rabbitmq"}
     assert all(check["status"] == "ok" for check in checks.values())
+
+
+def test_readiness_checks_a_result_server_of_its_own(stack, tmp_path):
+    """Celery's results on another Redis than the cache: readiness checks that one too."""
+    results = RedisServer(tmp_path / "results").start()
+    server = ApiServer(tmp_path / "api", {**stack.env, "CELERY_RESULT_BACKEND": results.url(1)}, workers=1)
+    try:
+        server.start()
+        with httpx.Client(base_url=f"http://127.0.0.1:{server.port}", timeout=10) as client:
+            checks = client.get("/health/ready").json()["checks"]
+            assert checks["result_backend"]["status"] == "ok", checks
+            results.stop()
+
+            def unready() -> dict | None:
+                answer = client.get("/health/ready")
+                return answer.json()["checks"] if answer.status_code == 503 else None
+
+            checks = wait_for(unready, timeout=10, interval=0.5, what="readiness without the result server")
+            assert checks["result_backend"]["status"] == "error" and checks["redis"]["status"] == "ok", checks
+    finally:
+        server.stop()
+        results.stop()
 
 
 def test_readiness_through_the_load_balancer_says_only_ready_or_not(api, anonymous):

@@ -51,7 +51,7 @@ def _redis() -> None:
     cache.get_client().ping()
 
 
-def _results() -> None:
+def _result_backend() -> None:
     celery_app.backend.client.ping()
 
 
@@ -64,7 +64,7 @@ def _checks() -> dict[str, Callable[[], None]]:
     settings = get_settings()
     checks = {"mongodb": _mongodb, "redis": _redis, "rabbitmq": _broker}
     if settings.celery_result_backend.rsplit("/", 1)[0] != settings.redis_url.rsplit("/", 1)[0]:
-        checks["result_backend"] = _results
+        checks["result_backend"] = _result_backend
     return checks
 
 
