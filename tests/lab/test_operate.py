@@ -11,6 +11,7 @@ import time
 
 import httpx
 from conftest import Lab
+from helpers import wait_for
 
 
 def test_details_names_what_runs_where_and_on_which_image(converged: Lab):
@@ -104,5 +105,15 @@ def test_logs_come_from_every_host_and_follow_new_lines(converged: Lab):
 
 
 def test_health_through_the_front_door(converged: Lab):
-    run = converged.fleet("health", "--problems", timeout=120)
-    assert run.returncode == 0 and "HEALTHY" in run.output, run.output[-3000:]
+    # On a busy 2-CPU machine an API replica can answer its readiness late for one sweep (in a
+    # CI run, just after `fleet logs -f` on every host): run it again, as an operator would.
+    runs: list = []
+
+    def healthy() -> bool:
+        runs.append(converged.fleet("health", "--problems", timeout=120))
+        return runs[-1].returncode == 0 and "HEALTHY" in runs[-1].output
+
+    try:
+        wait_for(healthy, timeout=60, interval=5, what="fleet health saying HEALTHY")
+    except AssertionError as exc:
+        raise AssertionError(f"{exc}; the last sweep:\n{runs[-1].output[-3000:]}") from None
