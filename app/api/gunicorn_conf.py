@@ -46,6 +46,9 @@ max_requests_jitter = _int("GUNICORN_MAX_REQUESTS_JITTER", 10_000)
 worker_tmp_dir = "/dev/shm" if os.path.isdir("/dev/shm") else None
 forwarded_allow_ips = os.environ.get("FORWARDED_ALLOW_IPS", "127.0.0.1")
 proxy_allow_ips = forwarded_allow_ips
+# gunicorn's control socket (gunicornc, from 25.1) is not used: nothing manages a replica but its
+# container, and a root file system that is read-only made every worker boot log an ERROR.
+control_socket_disable = True
 # The JSON access log comes from the app (with request id and route template).
 accesslog = None
 errorlog = "-"

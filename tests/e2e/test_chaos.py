@@ -198,7 +198,12 @@ def test_a_fault_under_load_loses_nothing(compose_stack, seeded, fault):
     print(f"\n{ROWS[-1]}")
 
     assert not tally["unexpected"], (
-        tally["unexpected"][:5],
+        # When each was sent, in seconds after the fault struck (it was over after `over`).
+        f"fault over after {over - struck:.1f} s",
+        [
+            (round(a.at - struck, 1), a.kind, a.status, round(a.took, 1), a.path, a.error)
+            for a in tally["unexpected"][:6]
+        ],
         unhandled_errors(compose_stack),
         upstream_events(compose_stack),
     )
