@@ -4,12 +4,19 @@ and it writes and reads with them on the real server (the stand-in, or a mongod 
 
 from __future__ import annotations
 
+import time
+
 import pytest
 from pymongo import ReadPreference
+from pymongo.errors import PyMongoError
 from pymongo.write_concern import WriteConcern
 
 from app.core.config import get_settings
 from app.data import mongo
+from devstack.servers import MongoServer
+
+# Far under pymongo's default wait for a server (30 s), far over the API's MONGO_TIMEOUT_MS.
+LETS_GO_WITHIN_SECONDS = 8
 
 
 @pytest.fixture
@@ -38,3 +45,22 @@ def test_majority_writes_retried_and_primary_reads_whatever_the_url_says(stack, 
     items.insert_one({"name": name})  # acknowledged by the server with w: majority
     assert items.find_one({"name": name}, {"_id": 0}) == {"name": name}
     items.delete_many({"name": name})
+
+
+def test_a_process_lets_go_of_a_database_that_is_down_within_its_timeout(stack, client_of, tmp_path):
+    """Closing the client ends its sessions on the server, which waited 30 s for a server that
+    is down: an API worker recycled during a MongoDB outage took that long to exit, and its
+    replica accepted no connection meanwhile. Now the wait is the API's own timeout."""
+    server = MongoServer(tmp_path / "mongo", database=stack.mongo_db).start()
+    try:
+        probe = client_of(server.url())[stack.mongo_db]["close_probe"]
+        probe.insert_one({"session": "pooled"})  # the client now holds a session to end
+        assert probe.find_one({}, {"_id": 0}) == {"session": "pooled"}
+    finally:
+        server.stop()
+    with pytest.raises(PyMongoError):
+        probe.find_one({})
+    started = time.monotonic()
+    mongo.close_client()
+    took = time.monotonic() - started
+    assert took < LETS_GO_WITHIN_SECONDS, f"closing the client took {took:.1f} s with MongoDB down"

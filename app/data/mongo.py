@@ -53,6 +53,12 @@ def _client_options(kind: str) -> dict:
         # timeoutMS bounds every operation end to end (server selection included).
         "timeoutMS": timeout_ms,
         "connectTimeoutMS": min(timeout_ms, 2000),
+        # timeoutMS does not bound close(): it ends the client's sessions on the server, and
+        # with the server down waited for one for pymongo's default 30 s. An API worker that
+        # gunicorn recycled during an outage took that long to exit, and its replacement was
+        # only forked then: with both of a replica's workers in that state, nothing accepted
+        # its connections and nginx gave up on them (504) after 30 s.
+        "serverSelectionTimeoutMS": timeout_ms,
         "appname": f"{settings.app_name}-{_role}{kind}",
         "tz_aware": True,
         # What a replica set's failover must not lose: a write is acknowledged once a majority
