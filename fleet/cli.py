@@ -45,7 +45,7 @@ def parser() -> argparse.ArgumentParser:
     deploy = verb("deploy", "roll out an app image: API hosts one at a time, gated on health (ansible/deploy.yml)")
     deploy.add_argument("image", nargs="?", help="the image to run (default: the inventory's app_image)")
     verb("rollback", "roll back to the image the fleet ran before the current one (ansible/rollback.yml)")
-    sweep = verb("health", "check every host over SSH; exit 0 healthy, 1 degraded, 2 down")
+    sweep = verb("health", "check every host over SSH; exit 0 healthy, 1 degraded, 2 down, 3 at risk")
     health.add_arguments(sweep)
     logs = verb("logs", "a service's container logs from every host that runs it")
     logs.add_argument("service", choices=sorted(views.SERVICES), help="which service")

@@ -6,7 +6,8 @@ over SSH, in seconds.
     fleet-health -i ansible/inventory/pulumi.py --watch 10
 
 Exit code: 0 healthy (warnings allowed), 1 degraded (a check failed), 2 down (a host is
-unreachable).
+unreachable), 3 at risk (nothing failed, but a cluster serves short of a member: one more loss
+would stop it).
 """
 
 from __future__ import annotations
@@ -21,8 +22,12 @@ from typing import Any
 from fleet.inventory import InventoryError, Target, load
 from fleet.sweep import HostResult, Sweeper
 
-EXIT = {"healthy": 0, "degraded": 1, "down": 2}
-EPILOG = "Exit code: 0 healthy, 1 degraded (a check failed), 2 down (a host is unreachable)."
+# "at risk" came last: the codes scripts already knew keep their meaning.
+EXIT = {"healthy": 0, "degraded": 1, "down": 2, "at risk": 3}
+EPILOG = (
+    "Exit code: 0 healthy, 1 degraded (a check failed), 2 down (a host is unreachable), "
+    "3 at risk (a cluster short of a member)."
+)
 MARK = {"ok": "ok", "warn": "WARN", "fail": "FAIL"}
 
 
@@ -68,6 +73,8 @@ def verdict(results: list[HostResult], fleet: list[dict[str, Any]]) -> str:
         return "down"
     if any(c["status"] == "fail" for r in results for c in r.checks) or any(c["status"] == "fail" for c in fleet):
         return "degraded"
+    if any(c["status"] == "warn" and c.get("data", {}).get("cluster_short") for r in results for c in r.checks):
+        return "at risk"
     return "healthy"
 
 

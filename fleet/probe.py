@@ -6,7 +6,8 @@
 Both `fleet-health` (over SSH) and `ansible/health.yml` (ansible.builtin.script) run this
 same file, so the two agree by construction. Standard library only: hosts have python3.
 Prints one JSON object: {"host", "checks": [{check, status, detail, took_ms, data}]}, status
-ok, warn or fail; `data` carries what the fleet view adds up.
+ok, warn or fail; `data` carries what the fleet view adds up, and `cluster_short: true` on a
+warning that a cluster serves short of a member (the sweep's "at risk").
 
 Input (JSON, first argument):
   host, groups          inventory name and groups (the tiers it is in)
@@ -20,6 +21,7 @@ Input (JSON, first argument):
   sentinel              the primary's name to this node's Redis Sentinel, or "" (none runs)
   sentinel_port         the Sentinels' port
   rabbitmq_member       this data node runs RabbitMQ (each of a cluster, or the first)
+  rabbitmq_nodes        how many data nodes run RabbitMQ
   mongodb_member        this data node runs MongoDB (the stack's mongodbMembers: the first ones)
   beat                  this worker host runs beat
   replica_set           the MongoDB replica-set name, or ""
@@ -54,6 +56,11 @@ class Failed(Exception):
 
 class Warned(Exception):
     pass
+
+
+class Short(Warned):
+    """A cluster that still serves, but without one of its members (down, cut off or catching
+    up): nothing fails yet, and one more loss would stop it."""
 
 
 def sh(*command: str, timeout: float = CHECK_TIMEOUT) -> str:
@@ -260,7 +267,9 @@ def redis(facts: dict) -> str:
     detail = f"{role}; policy {policy}; {used / 2**20:.0f} of {limit / 2**20:.0f} MiB"
     if policy != "volatile-ttl":
         raise Failed(detail + " (expected volatile-ttl: task results could be evicted)")
-    if problem or (limit and used > 0.9 * limit):
+    if problem:
+        raise Short(detail)
+    if limit and used > 0.9 * limit:
         raise Warned(detail)
     return detail
 
@@ -291,7 +300,7 @@ def sentinel(facts: dict) -> str:
         raise Failed(f"the Sentinel knows no primary named {facts['sentinel']} ({quorum})")
     detail = f"primary {primary[0]}; {quorum}"
     if not quorum.startswith("OK"):
-        raise Warned(detail + ": a lost primary would not be replaced")
+        raise Short(detail + ": a lost primary would not be replaced")
     return detail
 
 
@@ -313,14 +322,35 @@ def rabbitmq(facts: dict) -> tuple[str, dict]:
     )
     queues = {q["name"]: q for q in json.loads(listing or "[]") if not q["name"].endswith("pidbox")}
     depths = {name: q["messages"] for name, q in queues.items() if name in facts["queues"]}
-    detail = "node running; queues " + ", ".join(f"{n}={d}" for n, d in sorted(depths.items()))
+    cluster, short = rabbitmq_cluster(int(facts.get("rabbitmq_nodes") or 1))
+    detail = f"{cluster}; queues " + ", ".join(f"{n}={d}" for n, d in sorted(depths.items()))
     idle = [name for name in facts["queues"] if name in queues and queues[name]["consumers"] == 0]
     if idle:
         raise Failed(detail + f"; no worker consumes {', '.join(idle)}")
     backlog = [name for name, depth in depths.items() if depth >= facts.get("backlog_warn", 1000)]
     if backlog:
-        raise Warned(detail + f"; backlog on {', '.join(backlog)}", {"queues": depths})
+        detail += f"; backlog on {', '.join(backlog)}"
+    if short:
+        raise Short(detail, {"queues": depths})
+    if backlog:
+        raise Warned(detail, {"queues": depths})
     return detail, {"queues": depths}
+
+
+def rabbitmq_cluster(members: int) -> tuple[str, bool]:
+    """The cluster as this node sees it, and whether it is short of a member. A partition, or
+    an alarm (memory or disk: every publisher is blocked), fails."""
+    status = json.loads(
+        exec_in("rabbitmq", "rabbitmq-diagnostics", "-q", "cluster_status", "--formatter", "json", timeout=20)
+    )
+    running = len(status.get("running_nodes") or [])
+    detail = f"{running} of {members} cluster nodes running"
+    partitions = status.get("partitions") or {}
+    if partitions:
+        raise Failed(f"{detail}; network partition: {json.dumps(partitions)[:200]}")
+    if status.get("alarms"):
+        raise Failed(f"{detail}; resource alarm, publishers blocked: {json.dumps(status['alarms'])[:200]}")
+    return detail, running < members
 
 
 CELERY_PROBE = """
@@ -391,7 +421,8 @@ def outcome(check: Callable[[dict], Any], facts: dict) -> tuple[str, str, dict]:
         detail, data = returned if isinstance(returned, tuple) else (returned, {})
         return "ok", detail, data
     except Warned as warning:
-        return "warn", str(warning.args[0]), warning.args[1] if len(warning.args) > 1 else {}
+        data = warning.args[1] if len(warning.args) > 1 else {}
+        return "warn", str(warning.args[0]), data | ({"cluster_short": True} if isinstance(warning, Short) else {})
     except Failed as failure:
         detail = failure.args[0]
         return "fail", " ".join(detail) if isinstance(detail, list) else str(detail), {}

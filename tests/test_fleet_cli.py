@@ -133,3 +133,30 @@ def test_fleet_reaches_hosts_as_the_rendered_inventory_says():
     )
     command = "-o ProxyCommand='ssh -W %h:%p -p 2200 -o StrictHostKeyChecking=accept-new ops@jump'"
     assert ssh_options({"ansible_ssh_common_args": command}).jump == "ops@jump:2200"
+
+
+def test_a_cluster_short_of_a_member_puts_the_fleet_at_risk_with_its_own_exit_code():
+    """A warning that a cluster serves short of a member is "at risk" (3); any other warning
+    (a filling disk) leaves the fleet healthy, and a failure or a lost host outranks it."""
+    from fleet import health, probe
+    from fleet.sweep import HostResult, failure
+
+    def raises(error: Exception):
+        def check(_: dict):
+            raise error
+
+        return check
+
+    short = probe.run_one("data:redis", raises(probe.Short("primary with 1 of 2 replicas")), {})
+    filling = probe.run_one("disk", raises(probe.Warned("/ 85% used")), {})
+    assert short["status"] == filling["status"] == "warn"
+    assert short["data"] == {"cluster_short": True} and filling["data"] == {}
+
+    def fleet(*checks: dict, reachable: bool = True) -> str:
+        return health.verdict([HostResult(target=None, reachable=reachable, checks=list(checks))], [])
+
+    assert fleet(filling) == "healthy"
+    assert fleet(short, filling) == "at risk" and health.EXIT["at risk"] == 3
+    assert fleet(short, failure("container:redis", "container redis is exited")) == "degraded"
+    assert fleet(short, reachable=False) == "down"
+    assert [health.EXIT[s] for s in ("healthy", "degraded", "down")] == [0, 1, 2]  # as scripts knew them

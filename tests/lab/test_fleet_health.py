@@ -89,6 +89,7 @@ def test_a_converged_fleet_is_healthy(converged: Lab):
         role = "primary with 2 of 2 replicas" if primary else f"replica of {primary_ip}, link up"
         assert checks["data:redis"]["detail"].startswith(role), checks["data:redis"]
         assert checks["data:sentinel"]["detail"].startswith(f"primary {primary_ip}; OK 3 usable Sentinels")
+        assert checks["data:rabbitmq"]["detail"].startswith("3 of 3 cluster nodes running"), checks["data:rabbitmq"]
     worker = checks_of(report, converged.host("workers")["name"])
     assert worker["workers:celery"]["status"] == "ok" and "active" in worker["workers:celery"]["detail"]
     lb = checks_of(report, converged.host("lb")["name"])
@@ -144,6 +145,12 @@ def test_a_rabbitmq_node_down_shows_on_its_data_node_and_the_workers_carry_on(co
         assert code == 1, problems
         assert any("container rabbitmq is exited" in p for p in problems[data["name"]]), problems
         assert any(p.startswith("data:rabbitmq") for p in problems[data["name"]])
+        # Another node: nothing of its own fails, its cluster is short of a member.
+        other = converged.host("data", 1)["name"]
+        code, report = sweep(converged, "--limit", other)
+        cluster = checks_of(report, other)["data:rabbitmq"]
+        assert (code, report["status"], cluster["status"]) == (3, "at risk", "warn"), (failing(report), cluster)
+        assert cluster["detail"].startswith("2 of 3 cluster nodes running"), cluster
 
         def workers_connected() -> bool:
             workers = [checks_of(sweep(converged)[1], w["name"]) for w in converged.hosts("workers")]
@@ -185,6 +192,12 @@ def test_a_lost_redis_primary_is_replaced_and_comes_back_as_a_replica(converged:
         new = redis_primary(converged, via=old)
         code, report = sweep(converged, "--limit", "data")
         assert code == 1 and any("container redis is exited" in p for p in failing(report)[nodes[old]["name"]])
+        # The new primary's own view: nothing fails, it serves short of a replica.
+        survivor = nodes[new]["name"]
+        code, report = sweep(converged, "--limit", survivor)
+        redis = checks_of(report, survivor)["data:redis"]
+        assert (code, report["status"], redis["status"]) == (3, "at risk", "warn"), (failing(report), redis)
+        assert redis["detail"].startswith("primary with") and "of 2 replicas" in redis["detail"], redis
         # Through the front door: a create and its cached read, and a task, whose live state
         # goes to the new primary.
         with httpx.Client(base_url=converged.lb_url, headers={"X-API-Key": key}, timeout=10) as api:
