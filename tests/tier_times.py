@@ -1,16 +1,20 @@
 """The time of each tier of the suite (lint, service, infra, e2e, lab), printed at the end of a
 run: the sum of each test's setup, call and teardown, so a tier's servers, compose stack or lab
-count in the tier that starts them. `make test` passes the time ruff took as LINT_SECONDS."""
+count in the tier that starts them. `make test` passes the time ruff took as LINT_SECONDS. Tests
+spread over several processes (pytest-xdist) add up to more than the run took: its wall-clock
+time is printed too."""
 
 from __future__ import annotations
 
 import os
+import time
 from collections import defaultdict
 
 import pytest
 
 TIERS = ("lint", "service", "infra", "e2e", "lab")
 seconds: dict[str, float] = defaultdict(float)
+started = time.monotonic()
 
 
 def tier(nodeid: str) -> str:
@@ -37,3 +41,5 @@ def pytest_terminal_summary(terminalreporter) -> None:
             terminalreporter.write_line(f"{name:<8} {minutes:3d} min {rest:02d} s")
     minutes, rest = divmod(round(sum(seconds.values())), 60)
     terminalreporter.write_line(f"{'total':<8} {minutes:3d} min {rest:02d} s")
+    minutes, rest = divmod(round(time.monotonic() - started + int(lint or 0)), 60)
+    terminalreporter.write_line(f"{'wall':<8} {minutes:3d} min {rest:02d} s (this run, lint included)")
