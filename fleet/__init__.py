@@ -1,4 +1,4 @@
-"""fleet: the operators' front door to an environment (cli.py: setup, deploy, rollback, health,
+"""fleet: the operators' front door to an environment (cli.py: setup, deploy, rollback, maintain, health,
 logs, details, audit, lock, unlock); health.py is the SSH health sweep, also `fleet-health`."""
 
 import sys

@@ -3,11 +3,12 @@
     fleet setup                 converge every host (ansible/site.yml)
     fleet deploy [IMAGE]        roll out an image, host by host, gated on health
     fleet rollback              roll back to the image before the current one
+    fleet maintain              restart the data nodes one at a time, each back in its clusters first
     fleet health                every host checked over SSH (the same as fleet-health)
     fleet logs SERVICE [-f]     a service's logs from every host that runs it
     fleet details               what runs where, on which image; the deploy lock
     fleet audit                 every host's release history, merged and sorted
-    fleet lock [-m MESSAGE]     hold the deploy lock: setup, deploy and rollback refuse to start
+    fleet lock [-m MESSAGE]     hold the deploy lock: the verbs that change the fleet refuse to start
     fleet unlock                free it
 
 -i INVENTORY names the environment (default ansible/inventory/pulumi.py, which reads the stack
@@ -45,6 +46,10 @@ def parser() -> argparse.ArgumentParser:
     deploy = verb("deploy", "roll out an app image: API hosts one at a time, gated on health (ansible/deploy.yml)")
     deploy.add_argument("image", nargs="?", help="the image to run (default: the inventory's app_image)")
     verb("rollback", "roll back to the image the fleet ran before the current one (ansible/rollback.yml)")
+    verb(
+        "maintain",
+        "restart the data nodes one at a time, each back in its clusters before the next (ansible/maintain.yml)",
+    )
     sweep = verb("health", "check every host over SSH; exit 0 healthy, 1 degraded, 2 down, 3 at risk")
     health.add_arguments(sweep)
     logs = verb("logs", "a service's container logs from every host that runs it")
@@ -55,7 +60,7 @@ def parser() -> argparse.ArgumentParser:
     details.add_argument("--json", action="store_true", help="print JSON instead of a table")
     audit = verb("audit", "every host's release history, merged and sorted by time")
     audit.add_argument("--json", action="store_true", help="print JSON instead of a table")
-    lock = verb("lock", "hold the deploy lock: setup, deploy and rollback refuse to start until unlock")
+    lock = verb("lock", "hold the deploy lock: setup, deploy, rollback and maintain refuse to start until unlock")
     lock.add_argument("-m", "--message", default="", help="why, shown to whoever is refused")
     verb("unlock", "free the deploy lock, whoever holds it")
     return top
@@ -81,6 +86,8 @@ def main(argv: list[str] | None = None) -> int:
                 return playbooks.locked(args.inventory, "deploy.yml", {"app_image": args.image} if args.image else {})
             case "rollback":
                 return playbooks.locked(args.inventory, "rollback.yml", {})
+            case "maintain":
+                return playbooks.locked(args.inventory, "maintain.yml", {})
             case "lock":
                 return playbooks.lock(args.inventory, args.message)
             case "unlock":

@@ -19,7 +19,7 @@ from topology import TIERS
 FLEET = str(Path(sys.executable).parent / "fleet")
 FLEET_HEALTH = str(Path(sys.executable).parent / "fleet-health")
 REPO_ROOT = Path(__file__).resolve().parents[1]
-VERBS = ["setup", "deploy", "rollback", "health", "logs", "details", "audit", "lock", "unlock"]
+VERBS = ["setup", "deploy", "rollback", "maintain", "health", "logs", "details", "audit", "lock", "unlock"]
 
 
 def test_every_verb_is_listed_in_the_help():

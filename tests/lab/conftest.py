@@ -276,7 +276,14 @@ def pytest_terminal_summary(terminalreporter) -> None:
 
 
 # The destructive ones last: test_data.py restarts the data node and destroys its database.
-ORDER = ["test_fleet_health.py", "test_rollout.py", "test_operate.py", "test_tls.py", "test_data.py"]
+ORDER = [
+    "test_fleet_health.py",
+    "test_rollout.py",
+    "test_operate.py",
+    "test_maintain.py",
+    "test_tls.py",
+    "test_data.py",
+]
 
 
 def pytest_collection_modifyitems(items) -> None:
