@@ -305,7 +305,10 @@ def sentinel(facts: dict) -> str:
 
 
 def rabbitmq(facts: dict) -> tuple[str, dict]:
-    exec_in("rabbitmq", "rabbitmq-diagnostics", "-q", "check_running", timeout=20)
+    # Each CLI call starts an Erlang VM (a second of CPU): two per sweep, and the cluster's view
+    # also says whether this node runs (a third, check_running, overloaded a 2-CPU lab whose
+    # tests sweep every few seconds).
+    cluster, short = rabbitmq_cluster(int(facts.get("rabbitmq_nodes") or 1))
     listing = exec_in(
         "rabbitmq",
         "rabbitmqctl",
@@ -322,7 +325,6 @@ def rabbitmq(facts: dict) -> tuple[str, dict]:
     )
     queues = {q["name"]: q for q in json.loads(listing or "[]") if not q["name"].endswith("pidbox")}
     depths = {name: q["messages"] for name, q in queues.items() if name in facts["queues"]}
-    cluster, short = rabbitmq_cluster(int(facts.get("rabbitmq_nodes") or 1))
     detail = f"{cluster}; queues " + ", ".join(f"{n}={d}" for n, d in sorted(depths.items()))
     idle = [name for name in facts["queues"] if name in queues and queues[name]["consumers"] == 0]
     if idle:
@@ -343,14 +345,18 @@ def rabbitmq_cluster(members: int) -> tuple[str, bool]:
     status = json.loads(
         exec_in("rabbitmq", "rabbitmq-diagnostics", "-q", "cluster_status", "--formatter", "json", timeout=20)
     )
-    running = len(status.get("running_nodes") or [])
-    detail = f"{running} of {members} cluster nodes running"
+    nodes = status.get("running_nodes") or []
+    # The Erlang node answers even when its RabbitMQ application is stopped: then it is not running.
+    here = "rabbit@" + sh("docker", "inspect", "--format", "{{.Config.Hostname}}", "rabbitmq")
+    if here not in nodes:
+        raise Failed(f"RabbitMQ is not running on {here} (its Erlang node answers; running: {', '.join(nodes)})")
+    detail = f"{len(nodes)} of {members} cluster nodes running"
     partitions = status.get("partitions") or {}
     if partitions:
         raise Failed(f"{detail}; network partition: {json.dumps(partitions)[:200]}")
     if status.get("alarms"):
         raise Failed(f"{detail}; resource alarm, publishers blocked: {json.dumps(status['alarms'])[:200]}")
-    return detail, running < members
+    return detail, len(nodes) < members
 
 
 CELERY_PROBE = """

@@ -44,8 +44,20 @@ def wait_green(lab: Lab, timeout: float = 120) -> dict:
 
     try:
         return wait_for(green, timeout=timeout, interval=3, what="a healthy fleet")
-    except AssertionError as exc:  # say what stayed red
-        raise AssertionError(f"{exc}; still failing: {failing(last[0]) if last else 'no sweep'}") from None
+    except AssertionError as exc:  # say what stayed red, or short of a member (at risk)
+        if not last:
+            raise AssertionError(f"{exc}; no sweep") from None
+        short = [
+            f"{h['host']} {c['check']}: {c['detail']}"
+            for h in last[0]["hosts"]
+            for c in h["checks"]
+            if c.get("data", {}).get("cluster_short")
+        ]
+        unreachable = [h["host"] for h in last[0]["hosts"] if not h["reachable"]]
+        raise AssertionError(
+            f"{exc}; last sweep {last[0]['status']}: failing {failing(last[0])}; short {short}; "
+            f"unreachable {unreachable}"
+        ) from None
 
 
 def problem_rows(lab: Lab) -> tuple[list[list[str]], str]:
