@@ -342,9 +342,13 @@ def rabbitmq(facts: dict) -> tuple[str, dict]:
 def rabbitmq_cluster(members: int) -> tuple[str, bool]:
     """The cluster as this node sees it, and whether it is short of a member. A partition, or
     an alarm (memory or disk: every publisher is blocked), fails."""
-    status = json.loads(
-        exec_in("rabbitmq", "rabbitmq-diagnostics", "-q", "cluster_status", "--formatter", "json", timeout=20)
-    )
+    try:
+        answer = exec_in("rabbitmq", "rabbitmq-diagnostics", "-q", "cluster_status", "--formatter", "json", timeout=20)
+    except Failed as failure:
+        if "the container is not running" in str(failure):
+            raise
+        raise Failed("RabbitMQ is not running on this node, or still booting (cluster_status refused)") from None
+    status = json.loads(answer)
     nodes = status.get("running_nodes") or []
     # The Erlang node answers even when its RabbitMQ application is stopped: then it is not running.
     here = "rabbit@" + sh("docker", "inspect", "--format", "{{.Config.Hostname}}", "rabbitmq")
