@@ -55,13 +55,14 @@ venv: lock-check $(STAMP)
 # Every test, in two runs, each ending with the time of its tiers: first lint, unit, service and
 # infra, file by file in CHECK_WORKERS processes (as make check); then the e2e and lab tiers
 # alone, which share one compose stack and one lab and want the whole machine. The second runs
-# even when the first failed, and the exit code is a failure if either did (a run that PYTEST_ARGS
-# left without a test, pytest's 5, is not).
+# even when the first failed (not when it was interrupted or misused: pytest's 2), and the exit
+# code is a failure if either did (a run that PYTEST_ARGS left without a test, pytest's 5, is not).
 test: deps venv
 	@started=$$(date +%s); \
 	$(BIN)/ruff check $(LINT_PATHS) && $(BIN)/ruff format --check $(LINT_PATHS) || exit 1; \
 	LINT_SECONDS=$$(( $$(date +%s) - started )) \
 	  $(BIN)/pytest -m "not lab and not e2e" -n $(CHECK_WORKERS) --dist loadfile $(PYTEST_ARGS); first=$$?; \
+	[ $$first -ne 2 ] || exit 2; \
 	$(BIN)/pytest -m "lab or e2e" $(PYTEST_ARGS); second=$$?; \
 	took=$$(( $$(date +%s) - started )); echo "make test: $$(( took / 60 )) min $$(( took % 60 )) s in all"; \
 	exit $$(( (first != 0 && first != 5) || (second != 0 && second != 5) ))

@@ -1,4 +1,4 @@
-"""The verbs that change the fleet (setup, deploy, rollback, lock, unlock): the playbooks under
+"""The verbs that change the fleet (setup, deploy, rollback, maintain, lock, unlock): the playbooks under
 ansible/, run with the repository's Ansible configuration and the deploy lock.
 
 Every playbook that changes the fleet takes the deploy lock first (roles/deploy_lock) and gives
@@ -58,7 +58,7 @@ def locked(inventory: str, playbook: str, extra_vars: dict[str, object]) -> int:
 
 
 def lock(inventory: str, message: str) -> int:
-    """Hold the deploy lock until `unlock`: setup, deploy and rollback refuse to start meanwhile."""
+    """Hold the deploy lock until `unlock`: setup, deploy, rollback and maintain refuse to start meanwhile."""
     return play(
         inventory,
         "lock.yml",

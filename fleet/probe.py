@@ -347,7 +347,10 @@ def rabbitmq_cluster(members: int) -> tuple[str, bool]:
     except Failed as failure:
         if "the container is not running" in str(failure):
             raise
-        raise Failed("RabbitMQ is not running on this node, or still booting (cluster_status refused)") from None
+        raise Failed(
+            "RabbitMQ did not answer cluster_status: not running, still booting, or its CLI cannot reach it"
+            " (see `docker logs rabbitmq` on the node)"
+        ) from None
     status = json.loads(answer)
     nodes = status.get("running_nodes") or []
     # The Erlang node answers even when its RabbitMQ application is stopped: then it is not running.
@@ -355,6 +358,10 @@ def rabbitmq_cluster(members: int) -> tuple[str, bool]:
     if here not in nodes:
         raise Failed(f"RabbitMQ is not running on {here} (its Erlang node answers; running: {', '.join(nodes)})")
     detail = f"{len(nodes)} of {members} cluster nodes running"
+    # A node left drained (rabbitmq-upgrade drain, as fleet maintain does before a restart)
+    # runs, but takes no client: the others carry its share.
+    if (status.get("maintenance_status") or {}).get(here, "not under maintenance") != "not under maintenance":
+        return f"{detail}; this node is drained: `rabbitmq-upgrade revive` in its container takes it back", True
     partitions = status.get("partitions") or {}
     if partitions:
         raise Failed(f"{detail}; network partition: {json.dumps(partitions)[:200]}")

@@ -42,4 +42,5 @@ def pytest_terminal_summary(terminalreporter) -> None:
     minutes, rest = divmod(round(sum(seconds.values())), 60)
     terminalreporter.write_line(f"{'total':<8} {minutes:3d} min {rest:02d} s")
     minutes, rest = divmod(round(time.monotonic() - started + int(lint or 0)), 60)
-    terminalreporter.write_line(f"{'wall':<8} {minutes:3d} min {rest:02d} s (this run, lint included)")
+    ruff = " and ruff before it" if lint else ""
+    terminalreporter.write_line(f"{'wall':<8} {minutes:3d} min {rest:02d} s (this run{ruff})")

@@ -157,18 +157,19 @@ def test_a_rabbitmq_node_down_shows_on_its_data_node_and_the_workers_carry_on(co
         assert code == 1, problems
         assert any("container rabbitmq is exited" in p for p in problems[data["name"]]), problems
         assert any(p.startswith("data:rabbitmq") for p in problems[data["name"]])
-        # Another node: nothing of its own fails, its cluster is short of a member.
-        other = converged.host("data", 1)["name"]
-        code, report = sweep(converged, "--limit", other)
-        cluster = checks_of(report, other)["data:rabbitmq"]
-        assert (code, report["status"], cluster["status"]) == (3, "at risk", "warn"), (failing(report), cluster)
-        assert cluster["detail"].startswith("2 of 3 cluster nodes running"), cluster
 
         def workers_connected() -> bool:
             workers = [checks_of(sweep(converged)[1], w["name"]) for w in converged.hosts("workers")]
             return all(w["workers:celery"]["status"] == "ok" for w in workers)
 
         wait_for(workers_connected, timeout=90, interval=5, what="the workers on the other RabbitMQ nodes")
+        # Another node, once the workers consume there: nothing of its own fails, and its
+        # cluster is short of a member.
+        other = converged.host("data", 1)["name"]
+        code, report = sweep(converged, "--limit", other)
+        cluster = checks_of(report, other)["data:rabbitmq"]
+        assert (code, report["status"], cluster["status"]) == (3, "at risk", "warn"), (failing(report), cluster)
+        assert cluster["detail"].startswith("2 of 3 cluster nodes running"), cluster
         # A task submitted through the front door runs meanwhile.
         key = converged.outputs["secrets"]["api_key"]
         with httpx.Client(base_url=converged.lb_url, headers={"X-API-Key": key}, timeout=10) as api:
