@@ -57,8 +57,18 @@ def pytest_terminal_summary(terminalreporter) -> None:
             terminalreporter.write_line(line)
 
 
-# The destructive ones last.
-ORDER = ["test_stack.py", "test_security.py", "test_bench.py", "test_chaos.py", "test_update.py", "test_resilience.py"]
+# Every e2e test after the lab (which sorts itself first), so that the compose stack does not
+# idle beside the lab's nine hosts; the destructive ones last.
+ORDER = [
+    "test_nginx_retries.py",
+    "test_shedding.py",
+    "test_stack.py",
+    "test_security.py",
+    "test_bench.py",
+    "test_chaos.py",
+    "test_update.py",
+    "test_resilience.py",
+]
 
 
 def pytest_collection_modifyitems(items) -> None:
