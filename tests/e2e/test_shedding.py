@@ -60,3 +60,5 @@ def test_starved_replicas_shed_through_nginx_and_recover(compose_stack):
             what="every read served again",
         )
         assert client.get("/health").status_code == 200
+    # The pauses time out the replicas' container health checks: healthy again before the next test.
+    compose_stack.wait_healthy()
