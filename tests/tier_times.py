@@ -29,18 +29,21 @@ def pytest_runtest_logreport(report: pytest.TestReport) -> None:
 
 
 def pytest_terminal_summary(terminalreporter) -> None:
-    lint = os.environ.get("LINT_SECONDS")
-    if lint and lint.isdigit():
-        seconds["lint"] += int(lint)
+    lint = os.environ.get("LINT_SECONDS", "")
+    ruff = int(lint) if lint.isdigit() else 0
+    if lint.isdigit():
+        seconds["lint"] += ruff
     if not seconds:
         return
+
+    def line(name: str, spent: float, note: str = "") -> None:
+        minutes, rest = divmod(round(spent), 60)
+        terminalreporter.write_line(f"{name:<8} {minutes:3d} min {rest:02d} s{note}")
+
     terminalreporter.section("time by tier")
     for name in TIERS:
         if name in seconds:
-            minutes, rest = divmod(round(seconds[name]), 60)
-            terminalreporter.write_line(f"{name:<8} {minutes:3d} min {rest:02d} s")
-    minutes, rest = divmod(round(sum(seconds.values())), 60)
-    terminalreporter.write_line(f"{'total':<8} {minutes:3d} min {rest:02d} s")
-    minutes, rest = divmod(round(time.monotonic() - started + int(lint or 0)), 60)
-    ruff = " and ruff before it" if lint else ""
-    terminalreporter.write_line(f"{'wall':<8} {minutes:3d} min {rest:02d} s (this run{ruff})")
+            line(name, seconds[name])
+    line("total", sum(seconds.values()))
+    note = " (this run and ruff before it)" if lint.isdigit() else " (this run)"
+    line("wall", time.monotonic() - started + ruff, note)
