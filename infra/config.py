@@ -111,6 +111,8 @@ class StackConfig:
     registry: Registry | None = None
     object_store: ObjectStore | None = None
     ca_certificate: str | None = None  # PEM: the hosts trust it (the registry's, the ACME server's)
+    # An address the load balancers share (keepalived moves it to a live one): where clients connect.
+    lb_virtual_ip: str | None = None
     # Every provider.
     domain: str | None = None  # the API's name: certbot on the load balancer gets its certificate
     acme_email: str | None = None
@@ -359,6 +361,15 @@ def _existing(config: pulumi.Config, production: bool, problems: list[str]) -> d
         )
     counts = {tier: TierSize(count=len(hosts), size="") for tier, hosts in machines.items()}
     _check_counts(counts, [], production, problems, key="machines")
+    lb_virtual_ip = None
+    if config.get("lbVirtualAddress") is not None:
+        lb_virtual_ip = _ip(config.get("lbVirtualAddress"), "lbVirtualAddress", problems)
+        taken = {address for hosts in machines.values() for m in hosts for address in (m.private_ip, m.public_ip)}
+        if lb_virtual_ip in taken:
+            problems.append(
+                f"lbVirtualAddress: {lb_virtual_ip} is a machine's own address; give a free one on the "
+                "load balancers' network, which keepalived moves to a live load balancer"
+            )
     ca_certificate = config.get("caCertificate")
     if ca_certificate is not None and "-----BEGIN CERTIFICATE-----" not in ca_certificate:
         problems.append(
@@ -370,6 +381,7 @@ def _existing(config: pulumi.Config, production: bool, problems: list[str]) -> d
         "registry": _registry(config, problems),
         "object_store": _object_store(config, problems),
         "ca_certificate": ca_certificate,
+        "lb_virtual_ip": lb_virtual_ip,
     }
 
 
@@ -406,7 +418,7 @@ def load(config: pulumi.Config | None = None) -> StackConfig:
     if provider == "hosts":
         hosts = _existing(config, production, problems)
     elif provider in PROVIDERS:
-        for key in ("machines", "registry", "backupStore", "caCertificate"):
+        for key in ("machines", "registry", "backupStore", "caCertificate", "lbVirtualAddress"):
             if config.get(key) is not None:
                 problems.append(f"{key}: only the hosts provider takes it (provider {provider} makes its own)")
 
@@ -452,12 +464,6 @@ def load(config: pulumi.Config | None = None) -> StackConfig:
         return (sized.count if sized else 0) + len(hosts.get("machines", {}).get(tier, []))
 
     mongodb_members = _mongodb_members(config.get("mongodbMembers"), count("data"), production, problems)
-    if domain and count("lb") > 1:
-        problems.append(
-            f"domain: certbot gets the certificate on one load balancer, and this stack has {count('lb')}; "
-            "give Ansible the certificate instead (tls_cert_file, tls_key_file), or use one"
-        )
-
     if problems:
         raise ConfigError(f"stack {pulumi.get_stack()!r} is misconfigured:\n  - " + "\n  - ".join(problems))
     return StackConfig(

@@ -47,9 +47,14 @@ def deploy(config: StackConfig) -> Deployment:
         )
     if config.ca_certificate:
         inventory_vars["trusted_ca_certificate"] = config.ca_certificate
+    lb_public_ip = hosts["lb"][0].public_ip
+    if config.lb_virtual_ip:
+        # keepalived on the load balancers (roles/lb) holds it on a live one: clients connect there.
+        inventory_vars["lb_virtual_ip"] = config.lb_virtual_ip
+        lb_public_ip = pulumi.Output.from_input(config.lb_virtual_ip)
     return Deployment(
         hosts=hosts,
-        lb_public_ip=hosts["lb"][0].public_ip,
+        lb_public_ip=lb_public_ip,
         bastion_public_ip=hosts["bastion"][0].public_ip,
         app_image=pulumi.Output.from_input(config.app_image),
         inventory_vars=inventory_vars,

@@ -38,7 +38,8 @@ def test_the_inventory_names_each_machine_as_listed(result):
             expected = machine["address"] if tier == "bastion" else machine["privateAddress"]
             assert variables["ansible_host"] == expected
             assert variables.get("data_volume_device") == machine.get("dataVolume")
-    assert result.outputs["lb_public_ip"] == MACHINES["lb"][0]["address"]
+    # The example's two load balancers share a virtual address: clients connect there.
+    assert result.outputs["lb_public_ip"] == EXAMPLE["microservices:lbVirtualAddress"]
     assert result.outputs["bastion_public_ip"] == MACHINES["bastion"][0]["address"]
     assert result.outputs["app_image"] == EXAMPLE["microservices:appImage"]
 
@@ -94,6 +95,9 @@ BAD = [
     ({"caCertificate": "not a certificate"}, "caCertificate: expected a PEM certificate"),
     ({"acmeDirectory": "http://acme.example.com/dir"}, "acmeDirectory: 'http://acme.example.com/dir' must be"),
     ({"sshKnownHostsFile": "known_hosts"}, "sshKnownHostsFile: 'known_hosts' must be an absolute path"),
+    ({"lbVirtualAddress": "203.0.113.300"}, "lbVirtualAddress: '203.0.113.300' is not an IP address"),
+    ({"lbVirtualAddress": MACHINES["lb"][0]["address"]},
+     f"lbVirtualAddress: {MACHINES['lb'][0]['address']} is a machine's own address"),
 ]  # fmt: skip
 
 
@@ -106,7 +110,21 @@ def test_bad_configuration_names_what_to_fix(overrides, message):
     assert recorder.resources == []
 
 
-def test_the_aws_provider_refuses_the_hosts_providers_keys():
-    config = stack_config("Pulumi.dev.yaml", {"machines": MACHINES})
-    with pytest.raises(ConfigError, match="machines: only the hosts provider takes it"):
+@pytest.mark.parametrize("key", ["machines", "lbVirtualAddress"])
+def test_the_aws_provider_refuses_the_hosts_providers_keys(key):
+    config = stack_config("Pulumi.dev.yaml", {key: MACHINES if key == "machines" else "10.0.0.100"})
+    with pytest.raises(ConfigError, match=f"{key}: only the hosts provider takes it"):
         run_program("dev", config)
+
+
+def test_without_a_virtual_address_clients_connect_to_the_first_load_balancer():
+    outputs = run_program("hosts", stack_config(HOSTS_STACK, {"lbVirtualAddress": None})).outputs
+    assert outputs["lb_public_ip"] == MACHINES["lb"][0]["address"]
+    assert "lb_virtual_ip" not in outputs["ansible_inventory"]["all"]["vars"]
+
+
+def test_a_virtual_address_goes_to_the_load_balancers(result):
+    # keepalived on the load balancers (roles/lb) holds it.
+    inventory = result.outputs["ansible_inventory"]["all"]
+    assert inventory["vars"]["lb_virtual_ip"] == EXAMPLE["microservices:lbVirtualAddress"]
+    assert list(inventory["children"]["lb"]["hosts"]) == ["lb-1", "lb-2"]
