@@ -8,10 +8,11 @@
     python ansible/lab/lab.py push IMAGE [REPOSITORY] (a built image, pushed: prints its digest)
 
 Hosts are containers that behave like Debian 12 VMs (systemd, sshd, python3; Docker runs
-inside them once Ansible installs it): a load balancer and a bastion on a public network,
-two API hosts, two worker hosts and a data node on a private one, like the Pulumi stack's
-subnets. Around them, the services a cloud gives (cloud.py): a registry that takes a password,
-an S3 API for the backups and an ACME server, over TLS from the lab's own CA.
+inside them once Ansible installs it): two load balancers (sharing a virtual address) and a
+bastion on a public network, two API hosts, two worker hosts and three data nodes on a private
+one, like the Pulumi stack's subnets. Around them, the services a cloud gives (cloud.py): a
+registry that takes a password, an S3 API for the backups and an ACME server, over TLS from the
+lab's own CA.
 
 The lab is a stack of the hosts provider: `up` writes its stack file (DIR/Pulumi.NAME.yaml) and
 runs the Pulumi program on it under the engine's mocks (infra/offline.py: no Pulumi CLI can be
@@ -106,7 +107,8 @@ class Lab:
             domain=self.domain,
         )
         self.hosts = [
-            LabHost(f"{name}-lb-1", "lb", self.ip("private", 10), self.ip("public", 10)),
+            # Two load balancers, which share the lab's front door address (keepalived).
+            *(LabHost(f"{name}-lb-{n}", "lb", self.ip("private", 9 + n), self.ip("public", 9 + n)) for n in (1, 2)),
             LabHost(f"{name}-bastion-1", "bastion", self.ip("private", 5), self.ip("public", 5)),
             LabHost(f"{name}-api-1", "api", self.ip("private", 21), None),
             LabHost(f"{name}-api-2", "api", self.ip("private", 22), None),
@@ -118,6 +120,13 @@ class Lab:
 
     def ip(self, network: str, host: int) -> str:
         return f"{self.subnet}.{1 if network == 'public' else 2}.{host}"
+
+    @property
+    def front_door(self) -> str:
+        """The load balancers' virtual address on the public network (the stack's lbVirtualAddress),
+        where the lab's clients and its ACME server reach the API: the lab's stand-in for a network
+        load balancer (docs/rollout.md)."""
+        return self.ip("public", 100)
 
     @property
     def key(self) -> Path:
@@ -160,8 +169,7 @@ class Lab:
             self.start(host)
         for host in self.hosts:
             self.prepare(host)
-        lb = next(h for h in self.hosts if h.tier == "lb")
-        self.cloud.up(lb.public_ip or "", base)
+        self.cloud.up(self.front_door, base)
         images = self.push_images(local)
         self.write_stack(images)
         self.render()
@@ -359,6 +367,7 @@ chmod 440 /etc/sudoers.d/90-cloud-init-users
             "acmeDirectory": self.cloud.acme_directory,
             "acmeEmail": f"ops@{self.name}.test",
             "machines": machines,
+            "lbVirtualAddress": self.front_door,
         }
         return {f"microservices:{key}": value for key, value in config.items()}
 

@@ -1,13 +1,15 @@
-"""HTTPS on the load balancer as a production stack gets it: the stack's domain and ACME email,
-and certbot on the load balancer asking the ACME server the stack names (the lab's pebble, in
-place of Let's Encrypt). A production stack without a domain refuses to deploy; with one,
-port 443 serves the API with HSTS and modern TLS only, under a certificate that chains to the
-ACME server's root, and port 80 answers nothing but a redirect and the ACME challenge."""
+"""HTTPS on the load balancers as a production stack gets it: the stack's domain and ACME email,
+and certbot on each load balancer asking the ACME server the stack names (the lab's pebble, in
+place of Let's Encrypt), which reaches whichever one holds the front door's address: a token
+that one does not hold it asks the others for. A production stack without a domain refuses to
+deploy; with one, port 443 serves the API with HSTS and modern TLS only, under a certificate that
+chains to the ACME server's root, and port 80 answers nothing but a redirect and the challenge."""
 
 from __future__ import annotations
 
 import socket
 import ssl
+import time
 
 import httpx
 import pytest
@@ -40,11 +42,11 @@ def acme_root(lab: Lab, path) -> str:
     return str(path)
 
 
-def tls_to_lb(lab: Lab, cafile: str) -> httpx.Client:
-    """HTTPS to the load balancer's address under the domain's name (no DNS for the lab domain
-    on this machine: the name goes in SNI and Host), trusting only `cafile`."""
+def tls_to_lb(lab: Lab, cafile: str, address: str | None = None) -> httpx.Client:
+    """HTTPS to the front door's address (or another) under the domain's name (no DNS for the lab
+    domain on this machine: the name goes in SNI and Host), trusting only `cafile`."""
     return httpx.Client(
-        base_url=f"https://{lab.outputs['lb_public_ip']}",
+        base_url=f"https://{address or lab.outputs['lb_public_ip']}",
         headers={"Host": domain(lab)},
         verify=ssl.create_default_context(cafile=cafile),
         timeout=10,
@@ -57,10 +59,9 @@ def get(client: httpx.Client, path: str) -> httpx.Response:
 
 @pytest.fixture(scope="module")
 def https_lab(converged: Lab, tmp_path_factory):
-    """The lab's stack made production, with the lab domain: converged on the load balancer."""
+    """The lab's stack made production, with the lab domain: converged on the load balancers."""
     outputs = converged.variant("production", production=True, domain=domain(converged))
-    lb = converged.hosts("lb")[0]["name"]
-    run = converged.playbook("site.yml", "--limit", lb, outputs=outputs)
+    run = converged.playbook("site.yml", "--limit", "lb", outputs=outputs)
     assert run.returncode == 0 and not failed_hosts(run), run.output[-4000:]
     root = acme_root(converged, tmp_path_factory.mktemp("acme") / "root.pem")
 
@@ -74,7 +75,7 @@ def https_lab(converged: Lab, tmp_path_factory):
     wait_for(answers, timeout=60, interval=1, what="HTTPS under the ACME server's certificate")
     yield root
     # HTTP again for the other tests: the lab's own stack (not production, no domain).
-    back = converged.playbook("site.yml", "--limit", lb)
+    back = converged.playbook("site.yml", "--limit", "lb")
     assert back.returncode == 0 and not failed_hosts(back), back.output[-4000:]
 
 
@@ -86,7 +87,7 @@ def test_https_serves_the_api_and_port_80_only_redirects(converged: Lab, https_l
         assert health.headers["strict-transport-security"] == "max-age=63072000; includeSubDomains"
         created = client.post(
             "/api/items",
-            json={"name": "over-tls", "price": 1.0},
+            json={"name": f"over-tls-{time.time_ns()}", "price": 1.0},
             headers={"X-API-Key": key},
             extensions={"sni_hostname": domain(converged)},
         )
@@ -103,20 +104,39 @@ def test_https_serves_the_api_and_port_80_only_redirects(converged: Lab, https_l
             assert response.status_code == 301, (method, path, response.status_code)
             assert response.headers["location"] == f"https://{domain(converged)}{path}"
             assert "strict-transport-security" not in response.headers  # HSTS only over HTTPS
-        # The ACME challenge is the one thing port 80 still serves.
-        token = "lab-token-123"
-        placed = converged.ssh(
-            converged.hosts("lb")[0]["private_ip"],
-            f"sudo install -d {ACME_DIR} && echo {token}.thumbprint | sudo tee {ACME_DIR}/{token} >/dev/null",
+        # The ACME challenge is the one thing port 80 still serves, from either load balancer,
+        # whichever holds the token (one hop: a forwarded request is not forwarded again).
+        first, second = converged.hosts("lb")
+        for holder, asked in ((first, second), (second, first)):
+            token = f"lab-token-{holder['name']}"
+            placed = converged.ssh(
+                holder["private_ip"],
+                f"sudo install -d {ACME_DIR} && echo {token}.thumbprint | sudo tee {ACME_DIR}/{token} >/dev/null",
+            )
+            assert placed.returncode == 0, placed.stderr
+            for address in (asked["public_ip"], holder["public_ip"]):
+                challenge = plain.get(f"http://{address}/.well-known/acme-challenge/{token}")
+                assert challenge.status_code == 200 and challenge.text.strip() == f"{token}.thumbprint", address
+            assert plain.get(f"http://{asked['public_ip']}/.well-known/acme-challenge/missing").status_code == 404
+
+
+def test_each_load_balancer_got_its_own_certificate(converged: Lab, https_lab):
+    serials = set()
+    for host in converged.hosts("lb"):
+        with tls_to_lb(converged, https_lab, host["public_ip"]) as client:
+            assert get(client, "/health").status_code == 200, host["name"]
+        serial = converged.ssh(
+            host["private_ip"],
+            f"sudo openssl x509 -noout -serial -in /etc/letsencrypt/live/{domain(converged)}/cert.pem",
         )
-        assert placed.returncode == 0, placed.stderr
-        challenge = plain.get(f"http://{address}/.well-known/acme-challenge/{token}")
-        assert challenge.status_code == 200 and challenge.text.strip() == f"{token}.thumbprint"
-        assert plain.get(f"http://{address}/.well-known/acme-challenge/missing").status_code == 404
+        assert serial.returncode == 0, serial.stderr
+        serials.add(serial.stdout.strip())
+    assert len(serials) == len(converged.hosts("lb")), serials  # each its own certificate
 
 
-def test_certbot_renews_from_the_stacks_acme_server(converged: Lab, https_lab):
-    lb = converged.hosts("lb")[0]["private_ip"]
+@pytest.mark.parametrize("index", [0, 1], ids=["lb-1", "lb-2"])
+def test_certbot_renews_from_the_stacks_acme_server(converged: Lab, https_lab, index):
+    lb = converged.hosts("lb")[index]["private_ip"]
     renewal = converged.ssh(lb, f"sudo cat /etc/letsencrypt/renewal/{domain(converged)}.conf")
     assert renewal.returncode == 0, renewal.stderr
     directory = converged.outputs["ansible_inventory"]["all"]["vars"]["acme_directory"]
