@@ -275,7 +275,8 @@ def pytest_terminal_summary(terminalreporter) -> None:
             terminalreporter.write_line(line)
 
 
-# The destructive ones last: test_data.py restarts the data node and destroys its database.
+# The destructive ones last: test_data.py restarts the data node and destroys its database, and
+# test_host_loss.py kills each data node and a load balancer (and brings each back whole).
 ORDER = [
     "test_fleet_health.py",
     "test_rollout.py",
@@ -283,6 +284,7 @@ ORDER = [
     "test_maintain.py",
     "test_tls.py",
     "test_data.py",
+    "test_host_loss.py",
 ]
 
 

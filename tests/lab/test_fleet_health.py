@@ -34,7 +34,7 @@ def failing(report: dict) -> dict[str, list[str]]:
     }
 
 
-def wait_green(lab: Lab, timeout: float = 120) -> dict:
+def wait_green(lab: Lab, timeout: float = 120, interval: float = 3) -> dict:
     last: list[dict] = []
 
     def green():
@@ -43,7 +43,7 @@ def wait_green(lab: Lab, timeout: float = 120) -> dict:
         return report if code == 0 else None
 
     try:
-        return wait_for(green, timeout=timeout, interval=3, what="a healthy fleet")
+        return wait_for(green, timeout=timeout, interval=interval, what="a healthy fleet")
     except AssertionError as exc:  # say what stayed red, or short of a member (at risk)
         if not last:
             raise AssertionError(f"{exc}; no sweep") from None
