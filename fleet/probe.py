@@ -214,7 +214,9 @@ def nginx_itself(_: dict) -> str:
     exec_in("nginx", "curl", "-fsS", "-o", "/dev/null", "http://127.0.0.1:8081/nginx-health")
     try:
         exec_in("nginx", "test", "-e", "/etc/nginx/enabled/tls.conf")
-    except Failed:
+    except Failed as failure:
+        if "gave no answer" in str(failure):
+            raise
         url = "http://127.0.0.1/health"
     else:
         url = "https://127.0.0.1/health"  # port 80 only redirects

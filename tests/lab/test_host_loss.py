@@ -127,5 +127,8 @@ def test_the_load_balancer_holding_the_front_door_killed_under_load_loses_nothin
     # with the same key, to the address the other load balancer now holds.
     assert all(a.status is None for a in figures["unexpected_answers"]), figures["unexpected_answers"][:6]
     assert figures["error_seconds"] < OUTAGE_SECONDS, figures
-    # It stays with the other one (nopreempt): the host's return costs clients nothing.
+    # It stays with the other one (nopreempt): the host's return costs clients nothing; the host
+    # is the standby again, its keepalived running.
     assert front_door_holder(converged)["name"] != holder["name"]
+    standby = converged.ssh(holder["private_ip"], "systemctl is-active keepalived")
+    assert standby.stdout.strip() == "active", standby.stdout + standby.stderr
