@@ -89,6 +89,7 @@ def lose(lab: Lab, host: dict, allowed_503: set[str]) -> dict:
         unreadable = [i for i in load.created.values() if polite_get(api, f"/api/items/{i['id']}").json() != i]
         states = final_states(api, list(load.submitted.values()), timeout=240)
     tally = load.tally(allowed_503)
+    error_seconds, last_error_after = errors(load, fault_at)
     figures = {
         "requests": tally["requests"],
         "creates": len(load.created),
@@ -96,8 +97,8 @@ def lose(lab: Lab, host: dict, allowed_503: set[str]) -> dict:
         "creates_unanswered": len(set(load.attempted) - set(load.created)),
         "submits": len(states),
         "submits_not_completed": sum(1 for state in states.values() if state != "SUCCESS"),
-        "error_seconds": errors(load, fault_at)[0],
-        "last_error_after": round(errors(load, fault_at)[1], 1),
+        "error_seconds": error_seconds,
+        "last_error_after": round(last_error_after, 1),
         "documented_503": tally["documented_503"],
         "unexpected": len(tally["unexpected"]),
         "whole_after_seconds": round(whole_after),
