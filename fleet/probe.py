@@ -53,6 +53,10 @@ class Failed(Exception):
     pass
 
 
+class NoAnswer(Failed):
+    """A command that gave no answer within its time (killed by `timeout`)."""
+
+
 class Warned(Exception):
     pass
 
@@ -186,7 +190,7 @@ def exec_in(name: str, *command: str, timeout: float = CHECK_TIMEOUT) -> str:
     command = ("docker", "exec", name, "timeout", "-k", "1", seconds, *command)
     result = subprocess.run(command, capture_output=True, text=True, timeout=timeout + 2)
     if result.returncode in (124, 137):  # timeout's own, or its KILL after one more second
-        raise Failed(f"{command[7]} in {name} gave no answer within {seconds}s")
+        raise NoAnswer(f"{command[7]} in {name} gave no answer within {seconds}s")
     output = (result.stderr or result.stdout).strip()
     if result.returncode != 0 and ("is not running" in output or "No such container" in output):
         raise Failed(f"cannot ask {name}: the container is not running")
@@ -214,9 +218,9 @@ def nginx_itself(_: dict) -> str:
     exec_in("nginx", "curl", "-fsS", "-o", "/dev/null", "http://127.0.0.1:8081/nginx-health")
     try:
         exec_in("nginx", "test", "-e", "/etc/nginx/enabled/tls.conf")
-    except Failed as failure:
-        if "gave no answer" in str(failure):
-            raise
+    except NoAnswer:
+        raise
+    except Failed:
         url = "http://127.0.0.1/health"
     else:
         url = "https://127.0.0.1/health"  # port 80 only redirects
