@@ -66,6 +66,11 @@ def _client_options(kind: str) -> dict:
         # again once to the new primary, and reads see only what the primary has. These win
         # over the same options in MONGO_URL.
         "w": "majority",
+        # ... and once it is in their journals on disk. A replica set's majority implies it (the
+        # default writeConcernMajorityJournalDefault); a single server (compose, the lab) acked a
+        # write still in the journal's buffer, and a host that died lost the last ~50 ms of them
+        # (the lab's host-loss test: 1 of 81 acknowledged creates).
+        "journal": True,
         "retryWrites": True,
         "readPreference": "primary",
     }
