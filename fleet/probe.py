@@ -25,6 +25,8 @@ Input (JSON, first argument):
   beat                  this worker host runs beat
   replica_set           the MongoDB replica-set name, or ""
   backlog_warn          queue depth that counts as a backlog
+  budget                seconds the probe has: the sweep's deadline for this host, less what
+                        connecting took (every check's command is cut to what is left of it)
 """
 
 from __future__ import annotations
@@ -66,8 +68,22 @@ class Short(Warned):
     up): nothing fails yet, and one more loss would stop it."""
 
 
+_deadline = time.monotonic() + CHECK_TIMEOUT + 25  # main() sets it from the sweep's budget
+
+
+def time_left(seconds: float) -> float:
+    """`seconds`, or what is left of the host's deadline if less. A check that outlived the
+    sweep's deadline made the whole host look unreachable ("ssh: gave no answer") when one slow
+    command was the news; cut to the deadline, the check reports itself."""
+    return max(0.5, min(seconds, _deadline - time.monotonic()))
+
+
 def sh(*command: str, timeout: float = CHECK_TIMEOUT) -> str:
-    result = subprocess.run(command, capture_output=True, text=True, timeout=timeout)
+    return answer(subprocess.run(command, capture_output=True, text=True, timeout=time_left(timeout)))
+
+
+def answer(result: subprocess.CompletedProcess) -> str:
+    """A command's output, or its last line of complaint as the failure."""
     if result.returncode != 0:
         raise Failed((result.stderr or result.stdout).strip().splitlines()[-1:] or [f"exit {result.returncode}"])
     return result.stdout.strip()
@@ -75,7 +91,7 @@ def sh(*command: str, timeout: float = CHECK_TIMEOUT) -> str:
 
 def http(url: str, timeout: float = 4.0, context: ssl.SSLContext | None = None) -> tuple[int, str]:
     try:
-        with urllib.request.urlopen(url, timeout=timeout, context=context) as response:  # noqa: S310 - our own hosts
+        with urllib.request.urlopen(url, timeout=time_left(timeout), context=context) as response:  # noqa: S310
             return response.status, response.read(2000).decode(errors="replace")
     except urllib.error.HTTPError as error:
         return error.code, error.read(2000).decode(errors="replace")
@@ -186,17 +202,16 @@ def exec_in(name: str, *command: str, timeout: float = CHECK_TIMEOUT) -> str:
     # Under `timeout` in the container too: killing the `docker exec` client leaves its process
     # running in there, and on a busy host the leftovers of each sweep piled up until the next
     # sweep's checks timed out in turn (load 50 on the 2-CPU lab after a data node was killed).
-    seconds = f"{timeout:g}"
+    budget = time_left(timeout + 2)
+    seconds = f"{max(0.5, budget - 2):.1f}"
     command = ("docker", "exec", name, "timeout", "-k", "1", seconds, *command)
-    result = subprocess.run(command, capture_output=True, text=True, timeout=timeout + 2)
+    result = subprocess.run(command, capture_output=True, text=True, timeout=budget)
     if result.returncode in (124, 137):  # timeout's own, or its KILL after one more second
         raise NoAnswer(f"{command[7]} in {name} gave no answer within {seconds}s")
     output = (result.stderr or result.stdout).strip()
     if result.returncode != 0 and ("is not running" in output or "No such container" in output):
         raise Failed(f"cannot ask {name}: the container is not running")
-    if result.returncode != 0:
-        raise Failed(output.splitlines()[-1:] or [f"exit {result.returncode}"])
-    return result.stdout.strip()
+    return answer(result)
 
 
 # --- tiers -------------------------------------------------------------------------------
@@ -457,10 +472,13 @@ def run_one(name: str, check: Callable[[dict], Any], facts: dict) -> dict[str, A
 
 
 def main() -> int:
+    global _deadline  # noqa: PLW0603 - one deadline for the whole run, read by every check
     facts: dict[str, Any] = json.loads(sys.argv[1])
+    if facts.get("budget"):
+        _deadline = time.monotonic() + float(facts["budget"])
     checks = plan(facts)
     results = []
-    deadline = time.monotonic() + CHECK_TIMEOUT + 25
+    deadline = _deadline + 1  # every command is cut to the deadline; this waits for their end
     with ThreadPoolExecutor(max_workers=len(checks)) as pool:
         futures = {name: pool.submit(run_one, name, check, facts) for name, check in checks.items()}
         for name, future in futures.items():

@@ -20,6 +20,8 @@ import asyncssh
 from fleet.inventory import Target
 
 PROBE = (Path(__file__).resolve().parent / "probe.py").read_text()
+# Seconds of a host's deadline kept for the probe's start (sudo, python3) and its answer's way back.
+PROBE_MARGIN = 2.5
 CLOCK_WARN, CLOCK_FAIL = 1.0, 5.0  # seconds of skew
 
 
@@ -156,7 +158,11 @@ class Sweeper:
         connected = time.monotonic() - started
         async with connection:
             clock = await read_clock(connection)
-            command = "sudo -n python3 - " + shlex.quote(json.dumps(target.facts))
+            # The probe's checks are cut to what is left of this host's deadline, less the time
+            # its start and answer take: a slow check then says so itself.
+            budget = self.host_timeout - (time.monotonic() - started) - PROBE_MARGIN
+            facts = target.facts | {"budget": round(max(1.0, budget), 1)}
+            command = "sudo -n python3 - " + shlex.quote(json.dumps(facts))
             result = await connection.run(command, input=PROBE, check=False)
         checks = [
             {

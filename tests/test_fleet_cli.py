@@ -160,3 +160,37 @@ def test_a_cluster_short_of_a_member_puts_the_fleet_at_risk_with_its_own_exit_co
     assert fleet(short, failure("container:redis", "container redis is exited")) == "degraded"
     assert fleet(short, reachable=False) == "down"
     assert [health.EXIT[s] for s in ("healthy", "degraded", "down")] == [0, 1, 2]  # as scripts knew them
+
+
+def test_a_check_slower_than_the_hosts_deadline_reports_itself_within_it(tmp_path):
+    """The sweep hands the probe what is left of the host's deadline; a check whose command
+    would outlive it is cut there and fails as itself, so the sweep (which gives up on the
+    host at its deadline) does not report a slow command as an unreachable host."""
+    import json
+    import subprocess
+    import sys
+    import time
+    from pathlib import Path
+
+    probe = Path(__file__).resolve().parents[1] / "fleet" / "probe.py"
+    # A worker host whose `docker exec` hangs (a Celery ping that waits on a struggling broker).
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    docker = bin_dir / "docker"
+    docker.write_text('#!/bin/sh\ncase "$1" in exec) exec sleep 30;; info) echo 24.0;; *) exit 1;; esac\n')
+    docker.chmod(0o755)
+    facts = {"host": "h", "groups": ["workers"], "app_image": "app:1", "budget": 2}
+    started = time.monotonic()
+    run = subprocess.run(
+        [sys.executable, str(probe), json.dumps(facts)],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        env={"PATH": f"{bin_dir}:/usr/bin:/bin"},
+    )
+    took = time.monotonic() - started
+    checks = {c["check"]: c for c in json.loads(run.stdout)["checks"]}
+    assert run.returncode == 0 and took < 5, (took, run.stderr)
+    celery = checks["workers:celery"]
+    assert celery["status"] == "fail" and celery["detail"].startswith("timed out after 2s: docker exec worker"), celery
+    assert checks["docker"]["status"] == "ok" and checks["load"]["status"] != "fail", checks
