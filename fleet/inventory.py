@@ -227,6 +227,7 @@ def load(inventory: str, backlog_warn: int = 1000) -> list[Target]:
                     "state_dir": variables.get("app_state_dir", "/var/lib/microservices"),
                     "mongodb_member": name in mongodb_hosts,
                     "rabbitmq_member": name in broker_hosts,
+                    "rabbitmq_management_port": PORTS["rabbitmq_management"],
                     "replica_set": mongodb_replica_set(len(mongodb_hosts)),
                     "vhost": variables.get("rabbitmq_vhost", "app"),
                     "backlog_warn": backlog_warn,
