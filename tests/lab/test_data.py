@@ -16,6 +16,10 @@ from helpers import wait_for
 MOUNT = "/srv/data"
 
 
+# Where the backup role keeps archives in a bucket (roles/backup/defaults: backup_s3_folder).
+FOLDER = "backups"
+
+
 def data_node(lab: Lab) -> dict:
     return lab.hosts("data")[0]
 
@@ -109,15 +113,18 @@ def test_the_restore_drill_brings_every_item_back(converged: Lab, tmp_path):
     node = data_node(converged)["name"]
     bucket = converged.outputs["ansible_inventory"]["all"]["vars"]["backup_bucket"]
 
-    # The backup goes to the stack's bucket, through its S3 API, with the data node's own key.
+    # The backup goes to the stack's bucket, through its S3 API, with the data node's own key; the
+    # node whose MongoDB member is the primary takes it (the lab's one server is its own).
     on_data_node(converged, "sudo systemctl start microservices-backup.service", timeout=300)
-    in_bucket = aws(converged, "s3", "ls", f"s3://{bucket}/{node}/")
+    log = on_data_node(converged, "sudo journalctl -u microservices-backup.service -n 20 --no-pager")
+    assert f"taken on {node}, to s3://{bucket}/{FOLDER}/" in log, log
+    in_bucket = aws(converged, "s3", "ls", f"s3://{bucket}/{FOLDER}/")
     assert in_bucket.returncode == 0, in_bucket.stderr
     archives = [line.split()[-1] for line in in_bucket.stdout.splitlines()]
     assert archives and all(name.endswith(".tar") for name in archives), archives
     assert on_data_node(converged, "sudo ls /var/backups/microservices 2>/dev/null | wc -l") == "0"
     latest = sorted(archives)[-1].removesuffix(".tar")
-    fetched = aws(converged, "s3", "cp", f"s3://{bucket}/{node}/{latest}.tar", str(tmp_path / "backup.tar"))
+    fetched = aws(converged, "s3", "cp", f"s3://{bucket}/{FOLDER}/{latest}.tar", str(tmp_path / "backup.tar"))
     assert fetched.returncode == 0, fetched.stderr
     with tarfile.open(tmp_path / "backup.tar") as archive:
         assert f"{latest}/mongodb/app/items.bson.gz" in archive.getnames()
@@ -138,7 +145,7 @@ def test_the_restore_drill_brings_every_item_back(converged: Lab, tmp_path):
     # Without a name, restore.yml lists what the bucket holds and stops.
     unnamed = converged.playbook("restore.yml")
     assert unnamed.returncode != 0 and unnamed.says(latest) and "-e backup=NAME" in unnamed.output
-    assert unnamed.says(f"Backups in s3://{bucket}/{node}/")
+    assert unnamed.says(f"Backups in s3://{bucket}/{FOLDER}/")
 
     # The archive is fetched on this machine with the operator's own credentials (Lab.env).
     restore = converged.playbook("restore.yml", "-e", "backup=latest")
