@@ -77,3 +77,17 @@ def test_mongodb_members_must_fit_the_data_nodes(members):
     with pytest.raises(ConfigError) as error:
         run_program("prod", stack_config(STACKS["prod"], {"mongodbMembers": members}))
     assert f"mongodbMembers: '{members}' cannot be; MongoDB runs on 1, 3 of the 3 data node(s)" in str(error.value)
+
+
+def test_backups_are_taken_by_whichever_mongodb_member_is_primary(tmp_path):
+    """With the stack's bucket, every MongoDB member carries the backup timer (the primary's node
+    takes it when it fires, so losing the first data node does not stop backups); with one server,
+    its node alone."""
+    for overrides, expected in (({}, "all"), ({"mongodbMembers": 1}, "first")):
+        run = run_program("prod", stack_config(STACKS["prod"], overrides))
+        outputs = tmp_path / "outputs.json"
+        outputs.write_text(json.dumps(run.outputs))
+        assert run.outputs["ansible_inventory"]["all"]["vars"]["backup_target"] == "s3"
+        answers = seen(outputs, ["backup_hosts"])
+        data = list(run.outputs["ansible_inventory"]["all"]["children"]["data"]["hosts"])
+        assert all(a["backup_hosts"] == (data if expected == "all" else data[:1]) for a in answers.values()), answers
