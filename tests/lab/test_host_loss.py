@@ -121,6 +121,11 @@ def test_a_data_node_killed_under_load_loses_nothing(converged: Lab, index: int)
 
 def test_the_load_balancer_holding_the_front_door_killed_under_load_loses_nothing(converged: Lab):
     holder = front_door_holder(converged)
+    # VRRP goes over the private network: let in from the other load balancers' private addresses
+    # alone, never from a public one.
+    rules = converged.ssh(holder["private_ip"], "sudo nft list table inet host_firewall | grep vrrp").stdout
+    others = [h for h in converged.hosts("lb") if h["name"] != holder["name"]]
+    assert all(h["private_ip"] in rules and h["public_ip"] not in rules for h in others), rules
     # A 503 naming a data service is the API's answer to one that was slow on the busy lab, not
     # the fault's: counted, as documented.
     figures = lose(converged, holder, DATA_DEPENDENCIES)
