@@ -144,6 +144,14 @@ class Load:
         )
         return max(0.0, last_bad - fault_done) if last_bad is not None else 0.0
 
+    def errors_since(self, since: float) -> tuple[int, float]:
+        """The seconds after `since` in which an answer was an error (5xx, or none), and how long
+        after `since` the last one ended (what a user saw, where `recovery` counts retries too)."""
+        bad = [a for a in self.answers if a.at >= since and (a.status is None or a.status >= 500)]
+        if not bad:
+            return 0, 0.0
+        return len({int(a.at - since) for a in bad}), max(a.at + a.took for a in bad) - since
+
 
 def polite_get(client: httpx.Client, path: str, **kwargs) -> httpx.Response:
     """A GET that keeps under nginx's limit per client address (waiting out a 429)."""

@@ -18,7 +18,7 @@ import httpx
 import pytest
 from chaos import Load, final_states, polite_get
 from conftest import TIMINGS, Lab
-from test_fleet_health import sweep, wait_green
+from sweeps import sweep, wait_green
 
 # Long enough for the clusters to notice (Sentinel's down-after is 5 s) and for the load to meet
 # the outage; the sweep of the fleet during it takes most of this.
@@ -42,15 +42,6 @@ def front_door_holder(lab: Lab) -> dict:
         if held.returncode == 0:
             return host
     raise AssertionError(f"no load balancer holds {address}")
-
-
-def errors(load: Load, since: float) -> tuple[int, float]:
-    """The seconds after `since` in which an answer was an error (5xx, or none), and how long after
-    `since` the last one ended."""
-    bad = [a for a in load.answers if a.at >= since and (a.status is None or a.status >= 500)]
-    if not bad:
-        return 0, 0.0
-    return len({int(a.at - since) for a in bad}), max(a.at + a.took for a in bad) - since
 
 
 # When the fleet was last seen whole here (each fault ends by waiting for it): the next fault
@@ -89,7 +80,7 @@ def lose(lab: Lab, host: dict, allowed_503: set[str]) -> dict:
         unreadable = [i for i in load.created.values() if polite_get(api, f"/api/items/{i['id']}").json() != i]
         states = final_states(api, list(load.submitted.values()), timeout=240)
     tally = load.tally(allowed_503)
-    error_seconds, last_error_after = errors(load, fault_at)
+    error_seconds, last_error_after = load.errors_since(fault_at)
     figures = {
         "requests": tally["requests"],
         "creates": len(load.created),

@@ -10,7 +10,7 @@ import time
 import httpx
 from chaos import Load, final_states, polite_get
 from conftest import TIMINGS, Lab, failed_hosts
-from test_fleet_health import wait_green
+from sweeps import wait_green
 
 
 def started_at(lab: Lab, node: dict) -> dict[str, str]:
