@@ -60,7 +60,7 @@ def test_a_converged_fleet_is_healthy(converged: Lab):
         assert checks["data:sentinel"]["detail"].startswith(f"primary {primary_ip}; OK 3 usable Sentinels")
         assert "quorum members online 3 of 3" in checks["data:rabbitmq"]["detail"], checks["data:rabbitmq"]
     worker = checks_of(report, converged.host("workers")["name"])
-    assert worker["workers:celery"]["status"] == "ok" and "active" in worker["workers:celery"]["detail"]
+    assert worker["workers:celery"]["status"] == "ok" and "consuming, heartbeat" in worker["workers:celery"]["detail"]
     lb = checks_of(report, converged.host("lb")["name"])
     assert lb["lb:upstreams"]["detail"] == "all 2 upstream API hosts answer"
     assert [c["detail"] for c in report["fleet"]] == [f"exactly one beat, on {converged.host('workers')['name']}"]
