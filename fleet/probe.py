@@ -47,7 +47,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor, TimeoutError
 from typing import Any
 
-CHECK_TIMEOUT = 8.0
+CHECK_TIMEOUT = 12.0  # a sweep cuts it to what is left of its deadline for the host
 DISK_WARN, DISK_FAIL = 0.80, 0.92
 MEMORY_WARN, MEMORY_FAIL = 0.10, 0.03  # available fraction
 RUNS_CONTAINERS = ("lb", "api", "workers", "data")

@@ -31,6 +31,9 @@ def lab_hosts(lab: Lab) -> int:
 
 
 def test_a_converged_fleet_is_healthy(converged: Lab):
+    # Just converged: containers started last are within their health checks' start periods, and
+    # the RabbitMQ nodes are still syncing their quorum queues on the busy 2-CPU machine.
+    wait_green(converged, timeout=180, interval=5)
     started = time.monotonic()
     result = converged.fleet_health()
     everyone = lab_hosts(converged)
@@ -203,8 +206,19 @@ def test_a_lost_redis_primary_is_replaced_and_comes_back_as_a_replica(converged:
 
 
 def test_the_playbook_form_runs_the_same_checks(converged: Lab):
-    healthy = converged.playbook("health.yml")
-    assert healthy.returncode == 0, healthy.output[-4000:]
+    # All ten hosts probed at once on the 2-CPU machine, with Ansible's own work on each: a check
+    # that misses its time there is run again, as an operator would.
+    runs: list = []
+
+    def passes() -> bool:
+        runs.append(converged.playbook("health.yml"))
+        return runs[-1].returncode == 0
+
+    try:
+        wait_for(passes, timeout=240, interval=10, what="health.yml passing on the green fleet")
+    except AssertionError as exc:
+        raise AssertionError(f"{exc}: {runs[-1].output[-4000:]}") from None
+    healthy = runs[-1]
     assert "exactly one beat" in healthy.output
     host = converged.host("workers", 1)
     converged.ssh(host["private_ip"], "sudo docker stop -t 5 worker")
