@@ -7,6 +7,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -166,12 +167,6 @@ def test_a_check_slower_than_the_hosts_deadline_reports_itself_within_it(tmp_pat
     """The sweep hands the probe what is left of the host's deadline; a check whose command
     would outlive it is cut there and fails as itself, so the sweep (which gives up on the
     host at its deadline) does not report a slow command as an unreachable host."""
-    import json
-    import subprocess
-    import sys
-    import time
-    from pathlib import Path
-
     probe = Path(__file__).resolve().parents[1] / "fleet" / "probe.py"
     # A worker host whose `docker exec` hangs (a Celery ping that waits on a struggling broker).
     bin_dir = tmp_path / "bin"
