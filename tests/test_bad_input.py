@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import re
+import sys
+
 import pytest
 from bson import ObjectId
 from hostile import HOSTILE_BODIES, HOSTILE_QUERIES
@@ -31,6 +34,36 @@ def test_item_fields_are_validated(api, body, field):
     response = api.post("/api/items", json=body)
     assert response.status_code == 422, response.text
     assert ["body", field] in [loc[:2] for loc in error_locations(response)]
+
+
+# Every character Python's str.isspace calls blank, and ones that only some regex engines do
+# (U+FEFF is ECMA's \s, not Python's) or none do.
+BLANKS = [c for c in map(chr, range(sys.maxunicode + 1)) if c.isspace()]
+NOT_BLANKS = ["\ufeff", "\u200b", "x", "\u00e9"]
+
+
+def test_a_blank_is_the_same_to_the_documented_pattern_and_to_the_api(api, mongo, unique):
+    schemas = api.get("/openapi.json").json()["components"]["schemas"]
+    for model in ("ItemCreate", "ItemUpdate"):
+        fields = schemas[model]["properties"]
+        for where, field in (("name", fields["name"]), ("tags", fields["tags"]["items"])):
+            pattern = re.compile(field["pattern"])
+            assert [c for c in BLANKS if pattern.search(c)] == [], (model, where)
+            assert all(pattern.search(c) for c in NOT_BLANKS), (model, where)
+    item = api.post("/api/items", json={"name": unique()}).json()
+    for blank in BLANKS:
+        for body, field in (({"name": blank * 2}, "name"), ({"name": unique(), "tags": [blank]}, "tags")):
+            response = api.post("/api/items", json=body)
+            assert response.status_code == 422, (hex(ord(blank)), response.text)
+            assert error_locations(response)[0][:2] == ["body", field]
+        assert api.patch(f"/api/items/{item['id']}", json={"tags": ["ok", blank]}).status_code == 422
+        name = unique()
+        stripped = api.post("/api/items", json={"name": f"{blank}{name}{blank}", "tags": [f"{blank}t{blank}"]})
+        assert stripped.status_code == 201, (hex(ord(blank)), stripped.text)
+        assert (stripped.json()["name"], stripped.json()["tags"]) == (name, ["t"])
+    for other in NOT_BLANKS:
+        assert api.post("/api/items", json={"name": unique() + other}).status_code == 201, hex(ord(other))
+    assert mongo.items.find_one({"_id": ObjectId(item["id"])})["tags"] == []
 
 
 def test_malformed_json_is_a_422_not_a_500(api):

@@ -21,10 +21,23 @@ from pydantic import (
 MAX_TASK_DATA_BYTES = 16 * 1024
 MAX_ITERATIONS = 1000
 
+# One notion of a blank for the strip, the check and the documented pattern. `\s` would not do:
+# it differs between the schema's ECMA regex (U+FEFF), pydantic's Rust regex and Python's
+# str.strip (U+0085, U+001C-U+001F). So the blanks are str.strip's, spelled out as \uXXXX in a
+# class that every engine reads alike (Unicode has no blank above U+3000).
+BLANKS = "".join(c for c in map(chr, range(0x3001)) if c.isspace())
+NOT_BLANK = "[^" + "".join(f"\\u{ord(c):04x}" for c in BLANKS) + "]"
+
+
+def _strip_blanks(value: Any) -> Any:
+    return value.strip(BLANKS) if isinstance(value, str) else value
+
+
 # Leading and trailing blanks are dropped; the pattern (at least one non-blank) keeps the
 # documented schema true to what is accepted.
-Name = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=100, pattern=r"\S")]
-Tag = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=40, pattern=r"\S")]
+STRIPPED = BeforeValidator(_strip_blanks)
+Name = Annotated[str, StringConstraints(min_length=1, max_length=100, pattern=NOT_BLANK), STRIPPED]
+Tag = Annotated[str, StringConstraints(min_length=1, max_length=40, pattern=NOT_BLANK), STRIPPED]
 
 
 def _check_object_id(value: str) -> str:
