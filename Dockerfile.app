@@ -41,5 +41,5 @@ ENV PATH=/opt/venv/bin:$PATH \
 USER app
 EXPOSE 8000
 # One check for every role: APP_ROLE (api, worker, beat) says what to probe.
-HEALTHCHECK --interval=15s --timeout=10s --start-period=20s --retries=3 CMD ["python", "-m", "app.healthcheck"]
+HEALTHCHECK --interval=5s --timeout=10s --start-period=20s --retries=5 CMD ["python", "-m", "app.healthcheck"]
 CMD ["gunicorn", "-c", "python:app.api.gunicorn_conf", "app.api.main:app"]

@@ -9,6 +9,9 @@ from __future__ import annotations
 import os
 import sys
 
+# The standard library and this module only: a probe must not pay for the app's imports.
+from app.core import liveness
+
 
 def api() -> bool:
     import urllib.request  # here, not at the top: each role's check imports only what it needs
@@ -20,20 +23,14 @@ def api() -> bool:
 
 def worker() -> bool:
     # A worker node on this host (celery@<host>, or a named one like heavy@<host>) is consuming:
-    # its consumer touched its file lately (app/worker/heartbeat.py). Nothing is sent to the broker.
-    from app.core.config import get_settings
-    from app.worker.heartbeat import fresh_nodes
-
-    return bool(fresh_nodes(get_settings().worker_heartbeat_dir))
+    # its consumer touched its file lately. Nothing is sent to the broker.
+    return bool(liveness.fresh_nodes(liveness.directory()))
 
 
 def beat() -> bool:
-    # Beat is healthy when it holds RedBeat's lock (a standby waiting for it is not).
-    from redbeat.schedulers import RedBeatConfig
-
-    from app.worker.celery_app import celery_app
-
-    return celery_app.backend.client.exists(RedBeatConfig(celery_app).lock_key) == 1
+    # Beat is healthy while it holds RedBeat's lock (a standby waiting for it is not): the lease
+    # it renews as it extends the lock.
+    return liveness.live(liveness.beat_lease(liveness.directory()))
 
 
 CHECKS = {"api": api, "worker": worker, "beat": beat}

@@ -89,6 +89,7 @@ class Process:
         self.workdir = workdir
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.log_path = workdir / f"{self.name}.log"
+        self.log_offset = 0
         self.proc: subprocess.Popen | None = None
 
     def command(self) -> list[str]:
@@ -108,6 +109,7 @@ class Process:
         if self.running:
             return self
         log = open(self.log_path, "ab")  # noqa: SIM115 - handed to the child process
+        self.log_offset = self.log_path.stat().st_size  # where this run's lines begin (a restart appends)
         self.proc = subprocess.Popen(
             self.command(),
             stdout=log,
@@ -544,5 +546,8 @@ class CeleryBeat(AppProcess):
         return [sys.executable, "-m", *beat_command(pidfile=str(self.workdir / "beat.pid")), "--loglevel", "INFO"]
 
     def ready(self) -> bool:
-        # RedBeat logs this once it holds the lock; a second beat waits before it.
-        return "beat: Acquired lock" in self.log_path.read_text(errors="replace")
+        # RedBeat logs this once it holds the lock; a second beat waits before it. In this run's
+        # lines: after a restart, the last run's would say it at once.
+        with self.log_path.open("rb") as log:
+            log.seek(self.log_offset)
+            return b"beat: Acquired lock" in log.read()

@@ -447,7 +447,7 @@ def quorum_members(queues: list[dict]) -> tuple[str, bool]:
 
 
 # Where each worker node's consumer touches its file while connected to the broker, and when the
-# file counts as stale (app/worker/heartbeat.py; WORKER_HEARTBEAT_DIR's default in app/core/config.py).
+# file counts as stale (app/core/liveness.py, which the probe, run on hosts without the app, cannot import).
 HEARTBEAT_DIR = "/tmp/celery-heartbeat"  # noqa: S108 - the container's private tmpfs
 HEARTBEAT_STALE_SECONDS = 20
 

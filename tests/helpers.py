@@ -62,11 +62,20 @@ def until_final(send: Callable[[], httpx.Response | None], seconds: float) -> ht
     return None
 
 
-def healthcheck(stack: Any, role: str, bind: str | None = None) -> subprocess.CompletedProcess:
-    """`python -m app.healthcheck ROLE`, as a container runs it, against the test stack."""
+def healthcheck(
+    stack: Any, role: str, bind: str | None = None, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess:
+    """`python -m app.healthcheck ROLE`, as a container runs it, against the test stack (with `env`
+    over its environment, for another process than the stack's)."""
     from devstack.servers import REPO_ROOT
 
-    env = {**os.environ, **stack.env, "BIND": bind or f"127.0.0.1:{stack.api.port}", "PYTHONPATH": str(REPO_ROOT)}
+    env = {
+        **os.environ,
+        **stack.env,
+        "BIND": bind or f"127.0.0.1:{stack.api.port}",
+        "PYTHONPATH": str(REPO_ROOT),
+        **(env or {}),
+    }
     return subprocess.run([sys.executable, "-m", "app.healthcheck", role], env=env, capture_output=True, timeout=30)
 
 

@@ -126,8 +126,6 @@ def test_a_redis_restart_between_requests_costs_no_cache_read(api, stack, unique
 
 
 def test_beat_rides_out_a_redis_outage_longer_than_its_lock(api, stack):
-    from app import healthcheck
-
     def beat_log() -> str:
         return stack.beat.log_path.read_text(errors="replace")
 
@@ -137,12 +135,13 @@ def test_beat_rides_out_a_redis_outage_longer_than_its_lock(api, stack):
         wait_for(lambda: "beat cannot reach Redis" in beat_log(), timeout=30, what="beat noticing the outage")
         time.sleep(lock_timeout + 1)  # long enough for the lock's time-to-live to run out
         assert stack.beat.proc.poll() is None, "beat exited during the outage"
+        assert healthcheck(stack, "beat").returncode == 1, "healthy with a lock that may have run out"
     finally:
         stack.redis.start()
 
     wait_for(lambda: "it was free and is held again" in beat_log(), timeout=20, what="beat taking its lock again")
     assert stack.beat.proc.poll() is None
-    assert wait_for(healthcheck.beat, timeout=10, what="beat healthy")
+    wait_for(lambda: healthcheck(stack, "beat").returncode == 0, timeout=10, what="beat healthy")
     wait_for(lambda: api.get("/health/ready").status_code == 200, timeout=30, what="ready again")
 
 

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 import socket
+import subprocess
+import sys
 import time
 from collections import Counter
 
@@ -142,3 +145,34 @@ def test_container_healthcheck_for_each_role(stack, role):
 def test_container_healthcheck_fails_when_the_api_is_not_there(stack):
     result = healthcheck(stack, "api", bind="127.0.0.1:1")
     assert result.returncode == 1 and b"api unhealthy" in result.stderr
+
+
+@pytest.mark.parametrize("role", ["api", "worker", "beat"])
+def test_a_container_healthcheck_imports_nothing_of_the_app(stack, role):
+    """The image probes every few seconds: each probe may cost Python's start-up, not the app's
+    imports (0.4 s of CPU for the Settings a worker's check read, 0.8 s for the Celery app beat's did)."""
+    from devstack.servers import REPO_ROOT
+
+    program = (
+        "import runpy, sys; sys.argv = ['healthcheck', sys.argv[1]]\n"
+        "try:\n    runpy.run_module('app.healthcheck', run_name='__main__')\n"
+        "except SystemExit:\n    pass\n"
+        "print(' '.join(sorted(sys.modules)))"
+    )
+    env = {**os.environ, **stack.env, "PYTHONPATH": str(REPO_ROOT)}
+    result = subprocess.run([sys.executable, "-c", program, role], env=env, capture_output=True, text=True, timeout=30)
+    modules = set(result.stdout.strip().splitlines()[-1].split())
+    assert "app.core.liveness" in modules, result.stdout + result.stderr
+    heavy = {name for name in modules if name.split(".")[0] in {"pydantic", "celery", "kombu", "redis", "pymongo"}}
+    app = {name for name in modules if name.startswith("app.")} - {"app.core", "app.core.liveness", "app.healthcheck"}
+    assert not heavy and not app, sorted(heavy | app)
+
+
+def test_the_fleet_probe_reads_the_worker_files_where_the_app_writes_them():
+    from app.core import liveness
+    from fleet import probe
+
+    assert (probe.HEARTBEAT_DIR, probe.HEARTBEAT_STALE_SECONDS) == (
+        str(liveness.DEFAULT_DIRECTORY),
+        liveness.STALE_AFTER_SECONDS,
+    )

@@ -7,7 +7,7 @@ import uuid
 from datetime import UTC, datetime, timedelta
 
 from celery.schedules import crontab
-from helpers import wait_for
+from helpers import healthcheck, wait_for
 
 from devstack.servers import CeleryBeat
 
@@ -92,14 +92,21 @@ def test_beat_sends_the_cleanup_on_schedule(stack, mongo):
 
 
 def test_a_second_beat_waits_as_a_standby(stack, tmp_path):
-    standby = CeleryBeat(tmp_path, stack.env)
+    """And its container health check says so: healthy is the beat holding the lock."""
+    # A directory of its own, as each beat container has its own /tmp.
+    own = {"WORKER_HEARTBEAT_DIR": str(tmp_path / "heartbeat")}
+    standby = CeleryBeat(tmp_path, {**stack.env, **own})
     standby.start(wait=False)
     try:
         time.sleep(5)
         assert standby.running
         assert not standby.ready(), "two beats hold the lock at once"
+        assert healthcheck(stack, "beat").returncode == 0
+        assert healthcheck(stack, "beat", env=own).returncode == 1, "a standby passes for the beat holding the lock"
         stack.beat.stop()  # a clean stop releases the lock
         standby.wait_ready()
+        assert healthcheck(stack, "beat").returncode == 1, "a stopped beat still passes"
+        wait_for(lambda: healthcheck(stack, "beat", env=own).returncode == 0, timeout=30, what="the new beat healthy")
     finally:
         standby.stop()
         stack.beat.start()

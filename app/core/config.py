@@ -16,6 +16,8 @@ from urllib.parse import urlsplit
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from app.core import liveness
+
 # Environments that refuse insecure secrets.
 DEPLOYED = frozenset({"staging", "production"})
 
@@ -127,9 +129,9 @@ class Settings(BaseSettings):
     # Full jitter (Celery's): each delay is random between 0 and the backoff, which spreads
     # retries out; off, each delay is exactly the backoff.
     task_retry_jitter: bool = True
-    # Where a worker's consumer keeps its liveness file for the container health check
-    # (app/worker/heartbeat.py); on the container's tmpfs, one directory per host.
-    worker_heartbeat_dir: Path = Path("/tmp/celery-heartbeat")  # noqa: S108 - private tmpfs
+    # Where a worker's consumer keeps its liveness file, and beside it beat its lease, for the
+    # container health check (app/core/liveness.py); on the container's tmpfs.
+    worker_heartbeat_dir: Path = liveness.DEFAULT_DIRECTORY
     task_soft_time_limit_seconds: int = Field(300, ge=1)
     task_time_limit_seconds: int = Field(330, ge=1)
     # CPU work per iteration of the data-processing task (PBKDF2 rounds).

@@ -1,9 +1,9 @@
 """A worker's liveness, as a file its consumer touches while it is connected to the broker.
 
-The container health check (`python -m app.healthcheck worker`) reads the file's age instead of
-asking the worker over the broker: a `celery ping` from a fresh process cost about 1.7 s of CPU
-per probe (the app's imports, and a broadcast that every worker answers), every 30 s on every
-worker host. The file exists only while the consumer runs: it is removed when the broker
+The container health check (`python -m app.healthcheck worker`) reads the file's age
+(app/core/liveness.py) instead of asking the worker over the broker: a `celery ping` from a fresh
+process cost about 1.7 s of CPU per probe (the app's imports, and a broadcast that every worker
+answers). The file exists only while the consumer runs: it is removed when the broker
 connection is lost (Celery restarts the consumer's steps) and when the worker stops, and it
 goes stale if the worker's event loop hangs.
 """
@@ -11,26 +11,12 @@ goes stale if the worker's event loop hangs.
 from __future__ import annotations
 
 import contextlib
-import time
 from pathlib import Path
 from typing import Any
 
 from celery import bootsteps
 
-INTERVAL_SECONDS = 5.0
-STALE_AFTER_SECONDS = 4 * INTERVAL_SECONDS
-
-
-def fresh_nodes(directory: Path, now: float | None = None) -> list[str]:
-    """The worker nodes on this host whose consumer touched its file lately."""
-    now = time.time() if now is None else now
-    fresh = []
-    with contextlib.suppress(FileNotFoundError):  # no worker yet, or one removing its file now
-        for path in directory.iterdir():
-            with contextlib.suppress(FileNotFoundError):
-                if now - path.stat().st_mtime < STALE_AFTER_SECONDS:
-                    fresh.append(path.name)
-    return fresh
+from app.core import liveness
 
 
 class Heartbeat(bootsteps.StartStopStep):
@@ -50,7 +36,7 @@ class Heartbeat(bootsteps.StartStopStep):
         directory.mkdir(parents=True, exist_ok=True)
         self.path = directory / c.hostname
         self._touch()
-        self.tref = c.timer.call_repeatedly(INTERVAL_SECONDS, self._touch)
+        self.tref = c.timer.call_repeatedly(liveness.INTERVAL_SECONDS, self._touch)
 
     def _touch(self) -> None:
         if self.path is not None:
