@@ -276,15 +276,16 @@ def pytest_terminal_summary(terminalreporter) -> None:
 
 
 # The destructive ones last: test_data.py restarts the data node and destroys its database, and
-# test_host_loss.py kills each data node and a load balancer (and brings each back whole).
+# test_host_loss.py kills each data node and a load balancer (and brings each back whole). Then
+# test_tls.py, which makes the load balancers production's (HTTPS only) and leaves them so.
 ORDER = [
     "test_fleet_health.py",
     "test_rollout.py",
     "test_operate.py",
     "test_maintain.py",
-    "test_tls.py",
     "test_data.py",
     "test_host_loss.py",
+    "test_tls.py",
 ]
 
 
