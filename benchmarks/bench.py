@@ -36,6 +36,7 @@ from pathlib import Path
 
 import httpx
 
+from benchmarks import holder
 from benchmarks.clients import ClientNetwork
 from benchmarks.cpu import CpuProfile
 from benchmarks.load import wrk
@@ -333,6 +334,7 @@ def held_connections(stack: Stack, clients: ClientNetwork, at: str, args: argpar
     log(f"{len(holders) * args.hold_connections} connections held from {len(holders)} addresses")
     quiet(stack)
     argv = [sys.executable, "-m", "benchmarks.holder", at, "--connections", str(args.hold_connections)]
+    argv += ["--poll-seconds", str(args.hold_poll_seconds)]
     processes = [
         subprocess.Popen(
             clients.command(index, argv),
@@ -375,6 +377,7 @@ def held_connections(stack: Stack, clients: ClientNetwork, at: str, args: argpar
         "opened": sum(h["opened"] for h in held),
         "errors": sum(h["errors"] for h in held),
         "rounds": min(h["rounds"] for h in held),
+        "poll_seconds": args.hold_poll_seconds,
         "statuses": dict(sum((Counter(h["statuses"]) for h in held), Counter())),
     }
 
@@ -616,8 +619,8 @@ def markdown(document: dict) -> str:
             "## Connections",
             "",
             f"{held['opened']:,} of {held['connections']:,} connections held open from {held['addresses']} "
-            f"addresses, a request on each every 10 s ({held['rounds']} rounds): {held['statuses']}; "
-            f"{held['errors']} errors. "
+            f"addresses, a request on each every {held['poll_seconds']:g} s ({held['rounds']} rounds): "
+            f"{held['statuses']}; {held['errors']} errors. "
             "`health_while_held` above is /health measured meanwhile.",
             "",
         ]
@@ -762,6 +765,9 @@ def main() -> int:
     parser.add_argument("--hold-addresses", type=int, default=50, help="addresses holding connections open")
     parser.add_argument("--hold-connections", type=int, default=200, help="connections held from each")
     parser.add_argument(
+        "--hold-poll-seconds", type=float, default=holder.POLL_SECONDS, help="how often each held one sends a request"
+    )
+    parser.add_argument(
         "--only",
         type=lambda text: [name for name in SCENARIOS if name in text.split(",")],
         default=list(SCENARIOS),
@@ -773,7 +779,7 @@ def main() -> int:
     args = parser.parse_args()
     if args.smoke:
         args.clients, args.seconds, args.users, args.user_seconds, args.user_addresses = 2, 1, [4], 2, 2
-        args.heavy_users, args.hold_addresses, args.hold_connections = [4], 2, 20
+        args.heavy_users, args.hold_addresses, args.hold_connections, args.hold_poll_seconds = [4], 2, 20, 2
     try:
         directory = run(args)
     except RuntimeError as error:

@@ -1,11 +1,11 @@
 """Holds many kept-alive connections to nginx from one client address (run in a client
 namespace: benchmarks/clients.py), for the connections measurement of `make bench`.
 
-    python -m benchmarks.holder ADDRESS --connections 200 --path /health
+    python -m benchmarks.holder ADDRESS --connections 200 --path /health [--poll-seconds 10]
 
 Opens every connection, then sends one request on each, paced under nginx's per-address limit,
 and prints "held". Until a line arrives on stdin it goes on sending a request on each
-connection every 10 s, spread over those 10 s, as clients that poll do (nginx closes a
+connection every 10 s (--poll-seconds), spread over them, as clients that poll do (nginx closes a
 kept-alive connection idle for its keepalive_timeout, 30 s). A connection nginx dropped fails its next
 request. Prints one JSON object: connections opened, answers by status, rounds and errors.
 """
@@ -20,7 +20,7 @@ from collections import Counter
 
 from benchmarks.load import PACE, PER_ADDRESS_LIMIT
 
-POLL_SECONDS = 10  # a round's length: well under nginx's keepalive_timeout (30 s)
+POLL_SECONDS = 10  # a round's length by default: well under nginx's keepalive_timeout (30 s)
 
 
 async def request(stream: tuple[asyncio.StreamReader, asyncio.StreamWriter], path: str) -> str:
@@ -37,11 +37,11 @@ async def request(stream: tuple[asyncio.StreamReader, asyncio.StreamWriter], pat
     return status_line.split()[1].decode() if status_line else "closed"
 
 
-async def round_of_requests(streams: list, path: str) -> Counter[str]:
-    """One request on every connection, spread over POLL_SECONDS (and under the address's
-    limit), as clients that poll every POLL_SECONDS would send them."""
+async def round_of_requests(streams: list, path: str, poll_seconds: float) -> Counter[str]:
+    """One request on every connection, spread over `poll_seconds` (and under the address's
+    limit), as clients that poll every `poll_seconds` would send them."""
     statuses: Counter[str] = Counter()
-    pause = max(1 / (PACE * PER_ADDRESS_LIMIT), POLL_SECONDS / max(len(streams), 1))
+    pause = max(1 / (PACE * PER_ADDRESS_LIMIT), poll_seconds / max(len(streams), 1))
 
     async def one(stream: tuple) -> None:
         try:
@@ -57,18 +57,18 @@ async def round_of_requests(streams: list, path: str) -> Counter[str]:
     return statuses
 
 
-async def hold(address: str, port: int, connections: int, path: str) -> dict:
+async def hold(address: str, port: int, connections: int, path: str, poll_seconds: float) -> dict:
     opened = await asyncio.gather(
         *(asyncio.wait_for(asyncio.open_connection(address, port), 10) for _ in range(connections)),
         return_exceptions=True,
     )
     streams = [stream for stream in opened if not isinstance(stream, BaseException)]
-    statuses = await round_of_requests(streams, path)
+    statuses = await round_of_requests(streams, path, poll_seconds)
     rounds = 1
     print("held", flush=True)
     ended = asyncio.ensure_future(asyncio.get_running_loop().run_in_executor(None, sys.stdin.readline))
     while not ended.done():
-        statuses += await round_of_requests(streams, path)
+        statuses += await round_of_requests(streams, path, poll_seconds)
         rounds += 1
     for _, writer in streams:
         writer.close()
@@ -87,8 +87,10 @@ def main() -> None:
     parser.add_argument("--port", type=int, default=80)
     parser.add_argument("--connections", type=int, default=200)
     parser.add_argument("--path", default="/health")
+    parser.add_argument("--poll-seconds", type=float, default=POLL_SECONDS, help="a round's length")
     args = parser.parse_args()
-    print(json.dumps(asyncio.run(hold(args.address, args.port, args.connections, args.path))), flush=True)
+    held = hold(args.address, args.port, args.connections, args.path, args.poll_seconds)
+    print(json.dumps(asyncio.run(held)), flush=True)
 
 
 if __name__ == "__main__":
