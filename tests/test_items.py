@@ -74,10 +74,15 @@ def test_list_is_paginated_filtered_and_stably_sorted(api, unique):
     assert all(i["name"].startswith(prefix) for i in by_prefix["items"])
 
 
-def test_a_count_stops_at_its_limit_whatever_the_collection_holds(api, mongo, unique):
+def test_a_count_stops_at_its_limit_whatever_the_collection_holds(mongo, unique):
     """Anyone may list, so a list never counts the whole collection: past COUNT_LIMIT the count
-    stops, and `total` is null (no page past MAX_OFFSET can be read anyway)."""
+    stops, and `total` is null (no page past MAX_OFFSET can be read anyway). Counted here by the
+    item store the route calls (the route passes its answer through: `total` == 7 above): the
+    MongoDB stand-in reads some 12,000 documents a second, so a count of 10,000 through the API
+    meets the API's budget for one operation (MONGO_TIMEOUT_MS, 800 ms) and answers 503 by
+    design; MongoDB counts them from the tags index."""
     from app.api.item_routes import COUNT_LIMIT
+    from app.data import item_store
 
     tag = unique("many")
     now = datetime.now(UTC)
@@ -87,11 +92,10 @@ def test_a_count_stops_at_its_limit_whatever_the_collection_holds(api, mongo, un
 
     mongo.items.insert_many([item(f"{tag}-{n}") for n in range(COUNT_LIMIT)])  # as many as a count reads
     try:
-        listed = api.get("/api/items", params={"tag": tag, "limit": 1, "count": "true"}).json()
-        assert listed["total"] == COUNT_LIMIT and listed["has_more"] is True, listed
+        query = item_store.item_filter(tag, None)
+        assert item_store.count(query, up_to=COUNT_LIMIT) == COUNT_LIMIT
         mongo.items.insert_one(item(f"{tag}-more"))
-        listed = api.get("/api/items", params={"tag": tag, "limit": 1, "count": "true"}).json()
-        assert listed["total"] is None and listed["has_more"] is True, listed
+        assert item_store.count(query, up_to=COUNT_LIMIT) is None
     finally:
         mongo.items.delete_many({"tags": tag})
 
